@@ -1,0 +1,463 @@
+"""The synthetic LRW-shaped audio-visual corpus every shipped checkpoint learns from.
+
+Why: LRW and GRID cannot be downloaded where TalkFace is built, so we make a corpus with LRW's exact
+shape — ``ROOT/WORD/{train,val,test}/WORD_00001.mp4`` + ``.txt`` (LRW's annotation format), 29 frames
+at 25 fps with the word in the middle and speech running across the clip edges — from real, clearly
+licensed face photos and speech with exact phone timing (eSpeak NG, Flite, Festival, and real recorded
+speech force-aligned with pocketsphinx). The same preparation code then reads it and real LRW alike.
+
+Per clip: a carrier phrase around the word is spoken by a voice of the clip's split, augmented like a
+microphone would; the phone timings drive a coarticulated mouth on the identity's own 68 landmarks (plus
+head motion and blinks, `articulation`); the identity photo is warped to every frame (`render`). A JSON
+sidecar keeps the generator's ground truth (phones, landmarks) for checks; training uses landmarks
+re-detected with dlib on the frames, as the paper does.
+
+Splits: val and test use identities AND voices never seen in train; clips of real recorded speech from
+held-out prompts form a separate real-speech test part (``"subset": "real"`` in the sidecar).
+
+Run:
+    python -m talkface.data.synth --preset default --out /work/data/synth --workers 2
+    python -m talkface.data.synth --preset tiny --out /tmp/tiny          # seconds; used by the tests
+A killed run resumes where it stopped: a clip is complete once its JSON sidecar exists (written last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from talkface.audio import FPS, SAMPLE_RATE
+from talkface.data.lrw import write_lrw_txt
+
+NUM_FRAMES = 29  # LRW: 1.16 s at 25 fps
+SPLITS = ("train", "val", "test")
+WORDS_FILE = Path(__file__).resolve().parents[2] / "assets" / "lrw_words.txt"
+
+# Real photos with clear licences (see the manifest for each identity).
+ASTRONAUT = ("skimage.data.astronaut()", "public domain (NASA portrait of Eileen Collins)")
+SOLVAY = (
+    Path("/usr/share/visp-images-data/ViSP-images/Solvay/Solvay_conference_1927_Version2_2126x1463.jpg"),
+    "public domain (Solvay conference 1927 photograph, Debian visp-images-data)",
+)
+KPHOTOALBUM = (Path("/usr/share/kphotoalbum/demo"), "GPL-2+ (KPhotoAlbum demo album, Debian kphotoalbum)")
+
+# Short carrier phrases: as in LRW (cut from continuous broadcast speech), speech runs across the edges.
+PREFIXES = (
+    "i think the", "they said", "we know that", "it was", "and then", "you can see", "she told us",
+    "here is the", "many", "the", "but", "so we", "this is", "he said", "now", "what about", "all of",
+    "a lot of", "there was", "they will", "people", "just", "before the", "we have",
+)
+SUFFIXES = (
+    "again", "today", "is here", "for them", "and more", "last week", "right now", "in the end",
+    "was said", "this year", "at last", "too", "for sure", "over there", "every day", "of course",
+    "was clear", "and that", "they say", "as well",
+)
+
+
+@dataclass
+class SynthConfig:
+    """What to generate. ``per_word`` counts are clips per word and split (synthetic speech)."""
+
+    words: int = 500  # the first N LRW words
+    per_word: dict = field(default_factory=lambda: {"train": 18, "val": 1, "test": 2})
+    source_weights: dict = field(default_factory=lambda: {"espeak": 0.6, "flite": 0.2, "festival": 0.2})
+    real_speech: bool = True  # clips of real recorded speech (Asterisk prompts, aligned with pocketsphinx)
+    max_identities: int | None = None  # per split; None = all
+    augment: float = 1.0
+    seed: int = 0
+
+
+PRESETS = {
+    "tiny": SynthConfig(
+        words=3,
+        per_word={"train": 2, "val": 1, "test": 1},
+        source_weights={"espeak": 1.0},
+        real_speech=False,
+        max_identities=2,
+    ),
+    "small": SynthConfig(words=50, per_word={"train": 10, "val": 1, "test": 2}),
+    "default": SynthConfig(),
+}
+
+
+def lrw_words() -> list[str]:
+    return [w.strip() for w in WORDS_FILE.read_text().split() if w.strip()]
+
+
+def _stable_hash(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+# identities
+
+
+@dataclass
+class Identity:
+    id: str
+    split: str
+    source: str
+    licence: str
+    image: np.ndarray  # 256x256x3 aligned crop
+    landmarks: np.ndarray  # 68x2 dlib landmarks on the crop
+
+
+def _faces_of_photo(image: np.ndarray, min_face: int) -> list:
+    """Every usable face of a (group) photo, each aligned on its own neighbourhood of the photo."""
+    from talkface.errors import FaceError
+    from talkface.face import align_face, detect_faces
+
+    out = []
+    h, w = image.shape[:2]
+    for box in detect_faces(image):
+        size = max(box.x1 - box.x0, box.y1 - box.y0)
+        if size < min_face:
+            continue
+        cx, cy, r = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, 3.0 * size
+        x0, y0 = int(max(0, cx - r)), int(max(0, cy - r))
+        x1, y1 = int(min(w, cx + r)), int(min(h, cy + r))
+        try:
+            out.append(align_face(image[y0:y1, x0:x1], min_face=min_face))
+        except FaceError:
+            continue
+    return out
+
+
+def _kphotoalbum_people(demo: Path) -> dict[str, tuple[str, ...]]:
+    """Photo file -> tagged people, so one person's photos never straddle splits."""
+    people = {}
+    for img in ET.parse(demo / "index.xml").getroot().iter("image"):
+        names = []
+        for opt in img.iter("option"):
+            if opt.get("name") == "People":
+                names += [v.get("value") for v in opt.iter("value")]
+        people[img.get("file")] = tuple(sorted(names))
+    return people
+
+
+def collect_identities(seed: int = 0, min_face: int = 48) -> list[Identity]:
+    """Every face of the bundled real photos, split so that val/test people never appear in train.
+
+    The astronaut (the app's example face) is a test identity: what the demo shows is an unseen face.
+    Solvay 1927 faces (27 distinct people, greyscale) are split by person; KPhotoAlbum photos are grouped
+    by their tagged people and kept in train (they are few and colour: train needs them most).
+    """
+    from skimage import data as skdata
+
+    from talkface.face import align_face, load_image
+
+    ids: list[Identity] = []
+    astro = align_face(skdata.astronaut())
+    ids.append(Identity("astronaut", "test", ASTRONAUT[0], ASTRONAUT[1], astro.image, astro.landmarks))
+    if SOLVAY[0].exists():
+        faces = _faces_of_photo(load_image(SOLVAY[0]), min_face)
+        faces.sort(key=lambda f: (round(f.box.y0 / 200), f.box.x0))
+        order = np.random.default_rng(seed).permutation(len(faces))
+        for rank, i in enumerate(order):
+            split = "test" if rank < 5 else "val" if rank < 8 else "train"
+            f = faces[i]
+            ids.append(Identity(f"solvay_{i:02d}", split, "Solvay 1927", SOLVAY[1], f.image, f.landmarks))
+    if KPHOTOALBUM[0].exists():
+        people = _kphotoalbum_people(KPHOTOALBUM[0])
+        for file, names in sorted(people.items()):
+            if not names or names == ("Pets",) or not file.lower().endswith((".jpg", ".jpeg", ".png")):
+                continue
+            for k, f in enumerate(_faces_of_photo(load_image(KPHOTOALBUM[0] / file), min_face)):
+                ident = f"kpa_{Path(file).stem}_{k}"
+                ids.append(Identity(ident, "train", f"KPhotoAlbum {file} ({', '.join(names)})",
+                                    KPHOTOALBUM[1], f.image, f.landmarks))
+    return ids
+
+
+def _save_identities(ids: list[Identity], path: Path) -> None:
+    meta = [{k: v for k, v in dataclasses.asdict(i).items() if k not in ("image", "landmarks")} for i in ids]
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, images=np.stack([i.image for i in ids]),
+                        landmarks=np.stack([i.landmarks for i in ids]), meta=json.dumps(meta))
+    os.replace(tmp, path)
+
+
+def _load_identities(path: Path) -> list[Identity]:
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        return [Identity(**m, image=img, landmarks=lm) for m, img, lm in zip(meta, z["images"], z["landmarks"])]
+
+
+# voices
+
+
+def split_voices(seed: int = 0) -> dict[str, dict[str, list[str]]]:
+    """Voices per split and source; val/test voices are never used in train."""
+    from talkface.data.speech import available_sources
+
+    out: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    for source, voices in available_sources().items():
+        if source == "asterisk":
+            continue
+        voices = sorted(voices)
+        if len(voices) >= 3:
+            order = [voices[i] for i in np.random.default_rng(seed).permutation(len(voices))]
+            n_hold = max(1, round(0.1 * len(voices)))
+            out["test"][source], out["val"][source] = order[:n_hold], order[n_hold : 2 * n_hold]
+            out["train"][source] = order[2 * n_hold :]
+        else:
+            out["train"][source] = voices
+    return out
+
+
+# the plan: every clip, deterministic from the config
+
+
+@dataclass
+class ClipSpec:
+    word: str
+    split: str
+    index: int  # 1-based within word/split, as LRW numbers files
+    kind: str  # "synthetic" | "real"
+    seed: int
+    prompt: str | None = None  # real speech: Asterisk prompt path
+    word_pos: int | None = None  # real speech: which aligned word of the prompt
+
+    @property
+    def stem(self) -> str:
+        return f"{self.word}/{self.split}/{self.word}_{self.index:05d}"
+
+
+def plan_clips(cfg: SynthConfig, real: list[tuple[str, str, int]] | None = None) -> list[ClipSpec]:
+    words = lrw_words()[: cfg.words]
+    plan = []
+    for w in words:
+        for split in SPLITS:
+            for k in range(cfg.per_word.get(split, 0)):
+                plan.append(ClipSpec(w, split, k + 1, "synthetic", _stable_hash(cfg.seed, w, split, k)))
+    counts = Counter((c.word, c.split) for c in plan)
+    for prompt, word, pos in real or []:
+        split = _prompt_split(prompt, cfg.seed)
+        counts[(word, split)] += 1
+        plan.append(ClipSpec(word, split, counts[(word, split)], "real",
+                             _stable_hash(cfg.seed, prompt, pos), prompt, pos))
+    return plan
+
+
+def _prompt_split(prompt: str, seed: int) -> str:
+    u = (_stable_hash("prompt", seed, Path(prompt).stem) % 1000) / 1000
+    return "test" if u < 0.2 else "val" if u < 0.3 else "train"
+
+
+# one clip
+
+
+class _Worker:
+    """Per-process state: identities and speech engines are loaded once."""
+
+    def __init__(self, root: Path, cfg: SynthConfig):
+        from talkface.data.speech import Espeak
+
+        self.root, self.cfg = root, cfg
+        self.identities = _load_identities(root / "identities.npz")
+        self.voices = split_voices(cfg.seed)
+        self.espeak = Espeak()
+        self._real_cache: dict[str, object] = {}
+
+    def _identity(self, split: str, rng: np.random.Generator) -> Identity:
+        pool = [i for i in self.identities if i.split == split]
+        if self.cfg.max_identities:
+            pool = pool[: self.cfg.max_identities]
+        return pool[int(rng.integers(len(pool)))]
+
+    def _speak(self, spec: ClipSpec, rng: np.random.Generator):
+        from talkface.data import speech
+
+        if spec.kind == "real":
+            utt = self._real_cache.get(spec.prompt)
+            if utt is None:
+                text = {str(p): t for p, t in speech.asterisk_prompts()}[spec.prompt]
+                utt = speech.asterisk_utterance(spec.prompt, text)
+                self._real_cache = {spec.prompt: utt}
+            return utt, spec.word_pos, "allison"
+        pools = {s: v for s, v in self.voices[spec.split].items() if s in self.cfg.source_weights and v}
+        names = sorted(pools)
+        weights = np.array([self.cfg.source_weights[s] for s in names], dtype=float)
+        source = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        voice = pools[source][int(rng.integers(len(pools[source])))]
+        prefix, suffix = PREFIXES[int(rng.integers(len(PREFIXES)))], SUFFIXES[int(rng.integers(len(SUFFIXES)))]
+        text = f"{prefix} {spec.word.lower()} {suffix}"
+        if source == "espeak":
+            utt = self.espeak.synthesize(text, voice=voice, rate=int(rng.integers(130, 211)),
+                                         pitch=int(rng.integers(25, 76)), pitch_range=int(rng.integers(30, 81)))
+        elif source == "flite":
+            utt = speech.flite_synthesize(text, voice)
+        else:
+            utt = speech.festival_synthesize(text, voice)
+        return utt, len(prefix.split()), voice
+
+    def make(self, spec: ClipSpec) -> dict:
+        from talkface.data import speech
+        from talkface.data.articulation import animate
+        from talkface.data.render import render_frames
+        from talkface.video import write_video
+
+        rng = np.random.default_rng(spec.seed)
+        utt, pos, voice = self._speak(spec, rng)
+        if spec.kind == "synthetic" and self.cfg.augment > 0:
+            utt = speech.augment(utt, rng, self.cfg.augment)
+        target = spec.word.lower()
+        matches = [i for i, w in enumerate(utt.words) if w.text.lower().strip(".,!?'") == target]
+        if not matches:
+            raise RuntimeError(f"'{target}' not found in the words of {utt.text!r}: {[w.text for w in utt.words]}")
+        word = utt.words[min(matches, key=lambda i: abs(i - pos))]
+        duration = NUM_FRAMES / FPS
+        t0 = (word.start + word.end) / 2 - duration / 2
+        # the clip's audio window; beyond the utterance: room tone, not digital silence
+        n = round(duration * SAMPLE_RATE)
+        start = round(t0 * SAMPLE_RATE)
+        audio = (rng.standard_normal(n) * 1e-4).astype(np.float32)
+        lo, hi = max(0, start), min(len(utt.waveform), start + n)
+        if hi > lo:
+            audio[lo - start : hi - start] += utt.waveform[lo:hi]
+        ident = self._identity(spec.split, rng)
+        motion = animate(ident.landmarks, utt.phones, NUM_FRAMES, rng, t0=t0, fps=FPS)
+        frames = render_frames(ident.image, ident.landmarks, motion["landmarks"], rng=rng)
+        base = self.root / spec.stem
+        base.parent.mkdir(parents=True, exist_ok=True)
+        write_video(base.with_suffix(".mp4"), frames, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        tmp = base.with_suffix(".txt.tmp")
+        write_lrw_txt(tmp, spec.word, word.start - t0, word.end - t0)
+        os.replace(tmp, base.with_suffix(".txt"))
+        sidecar = {
+            "word": spec.word, "split": spec.split, "subset": "real" if spec.kind == "real" else "synthetic",
+            "identity": ident.id, "speech_source": utt.source, "voice": voice, "text": utt.text,
+            "clip_start": round(t0, 4), "word_start": round(word.start - t0, 4), "word_end": round(word.end - t0, 4),
+            "phones": [[p.symbol, round(p.start - t0, 4), round(p.end - t0, 4)]
+                       for p in utt.phones if p.end > t0 and p.start < t0 + duration],
+            "landmarks": np.round(motion["landmarks"], 2).tolist(),
+            "blink": np.round(motion["blink"], 3).tolist(),
+            "seed": spec.seed,
+        }
+        tmp = base.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(sidecar))
+        os.replace(tmp, base.with_suffix(".json"))
+        return {"split": spec.split, "kind": spec.kind, "source": utt.source, "voice": voice,
+                "identity": ident.id, "seconds": duration}
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(root: str, cfg: SynthConfig) -> None:
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER = _Worker(Path(root), cfg)
+
+
+def _make(spec: ClipSpec) -> tuple[ClipSpec, dict | None, str | None]:
+    try:
+        return spec, _WORKER.make(spec), None
+    except Exception as exc:  # one bad clip must not stop a 10,000-clip run: record it and go on
+        return spec, None, f"{type(exc).__name__}: {exc}"
+
+
+def _real_speech_plan(root: Path, words: set[str]) -> list[tuple[str, str, int]]:
+    """(prompt, word, position) for every LRW word said in an Asterisk prompt; alignment cached."""
+    from talkface.data import speech
+
+    cache = root / "asterisk_words.json"
+    if cache.exists():
+        found = json.loads(cache.read_text())
+    else:
+        found = []
+        for path, text in speech.asterisk_prompts():
+            tokens = [t.strip(".,!?;:\"'()").upper() for t in speech.normalize_transcript(text).split()]
+            found += [[str(path), t, i] for i, t in enumerate(tokens) if t in words]
+        cache.write_text(json.dumps(found))
+    return [tuple(x) for x in found]
+
+
+def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: bool = True) -> dict:
+    """Generate (or finish) the corpus under ``root``; returns the manifest."""
+    from tqdm import tqdm
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if not (root / "identities.npz").exists():
+        ids = collect_identities(cfg.seed)
+        _save_identities(ids, root / "identities.npz")
+    ids = _load_identities(root / "identities.npz")
+    real = _real_speech_plan(root, set(lrw_words()[: cfg.words])) if cfg.real_speech else []
+    plan = plan_clips(cfg, real)
+    todo = [c for c in plan if not (root / c.stem).with_suffix(".json").exists()]
+    failures = []
+    if todo:
+        if workers <= 1:
+            _init_worker(str(root), cfg)
+            results = map(_make, todo)
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(root), cfg))
+            results = pool.imap_unordered(_make, todo, chunksize=4)
+        for spec, _, err in tqdm(results, total=len(todo), desc="clips", disable=not progress):
+            if err:
+                failures.append({"clip": spec.stem, "error": err})
+        if workers > 1:
+            pool.close()
+            pool.join()
+    manifest = _manifest(root, cfg, plan, ids, failures, time.time() - started)
+    tmp = root / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, root / "manifest.json")
+    return manifest
+
+
+def _manifest(root, cfg, plan, ids, failures, seconds) -> dict:
+    done = [c for c in plan if (root / c.stem).with_suffix(".json").exists()]
+    sidecars = [json.loads((root / c.stem).with_suffix(".json").read_text()) for c in done]
+    per_split = Counter(s["split"] for s in sidecars)
+    voices = sorted({(s["speech_source"], s["voice"]) for s in sidecars})
+    return {
+        "format": "LRW layout: WORD/{train,val,test}/WORD_NNNNN.{mp4,txt,json}; 29 frames, 25 fps, 256x256",
+        "config": dataclasses.asdict(cfg),
+        "plan_sha256": hashlib.sha256("\n".join(c.stem for c in plan).encode()).hexdigest(),
+        "clips": len(done),
+        "clips_planned": len(plan),
+        "per_split": dict(per_split),
+        "real_speech_clips": dict(Counter(s["split"] for s in sidecars if s["subset"] == "real")),
+        "words": len({s["word"] for s in sidecars}),
+        "voices": {"count": len(voices), "per_source": dict(Counter(src for src, _ in voices))},
+        "identities": [{"id": i.id, "split": i.split, "source": i.source, "licence": i.licence} for i in ids],
+        "audio_hours": round(len(done) * NUM_FRAMES / FPS / 3600, 3),
+        "failures": failures,
+        "generation_seconds_this_run": round(seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--out", required=True, help="corpus root (LRW layout is written under it)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    cfg = dataclasses.replace(PRESETS[a.preset], seed=a.seed)
+    m = generate(a.out, cfg, workers=a.workers)
+    print(json.dumps({k: m[k] for k in ("clips", "clips_planned", "per_split", "words", "voices", "audio_hours",
+                                        "generation_seconds_this_run")}, indent=1))
+    if m["failures"]:
+        print(f"{len(m['failures'])} clips failed; first: {m['failures'][0]}")
+
+
+if __name__ == "__main__":
+    main()
