@@ -1,0 +1,132 @@
+"""A2L, audio to landmarks (paper §III-A): LandmarkPredictor = E_a + E_l + LSTM decoder D_l.
+
+For every video frame the audio encoder E_a reads a 28×12 MFCC window (±140 ms around the frame), the
+landmark encoder E_l reads the identity's 68 reference landmarks once, and the LSTM decoder D_l turns
+the concatenated features, frame after frame, into 68 landmarks. All landmarks live in the canonical
+frame of `talkface.face.normalise_landmarks` (similarity-aligned on nose and eye corners, zero mean,
+unit RMS), so head position and size never reach the model: what is left to predict is speech motion.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# helpers
+
+
+def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    """3×3 convolution, batch norm, ReLU, optionally 2×2 max-pool (ATVGnet's audio encoder pattern)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+# classes
+
+
+class AudioEncoder(nn.Module):
+    """E_a: one MFCC window (window × n_mfcc, time × coefficient) → `dim` features.
+
+    A narrower version of ATVGnet's conv stack: the first two blocks halve time and coefficient axes,
+    the third keeps them, then one linear layer. The input is first standardised per coefficient
+    (learned batch statistics), because raw MFCCs differ in scale by an order of magnitude between the
+    low and high coefficients.
+    """
+
+    def __init__(
+        self,
+        n_mfcc: int = 12,
+        window: int = 28,
+        channels: tuple[int, int, int] = (32, 64, 64),
+        dim: int = 256,
+    ):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_mfcc)
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            conv_block(1, c1, pool=True), conv_block(c1, c2, pool=True), conv_block(c2, c3, pool=False)
+        )
+        self.fc = nn.Sequential(nn.Linear(c3 * (window // 4) * (n_mfcc // 4), dim), nn.ReLU(inplace=True))
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(N, window, n_mfcc) → (N, dim)."""
+        x = self.norm(mfcc.transpose(1, 2)).transpose(1, 2)
+        return self.fc(self.convs(x.unsqueeze(1)).flatten(1))
+
+
+class LandmarkEncoder(nn.Module):
+    """E_l: the identity's reference landmarks (n_points × 2, normalised) → `dim` features, with an MLP.
+
+    Normalised reference shapes differ from one another by a few hundredths, so the flattened input is
+    standardised (batch norm) before the MLP, otherwise identity would barely register.
+    """
+
+    def __init__(self, n_points: int = 68, hidden: int = 256, dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.BatchNorm1d(n_points * 2),
+            nn.Linear(n_points * 2, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, dim),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """(B, n_points, 2) → (B, dim)."""
+        return self.net(landmarks.flatten(1))
+
+
+class LandmarkPredictor(nn.Module):
+    """A2L generator: `forward(mfcc (B,T,window,n_mfcc), ref_landmarks (B,68,2)) → (B,T,68,2)` landmarks.
+
+    D_l is an LSTM over the per-frame concatenation [E_a(mfcc_t), E_l(ref)] followed by a linear layer
+    that outputs a displacement from the reference, and the prediction is ref + displacement. Why a
+    displacement: in the normalised frame the identity's shape is known exactly, and speech only moves
+    the mouth and jaw by small amounts around it; predicting the offset (initialised to zero, so an
+    untrained model returns the still reference face) lets the network spend its capacity on motion and
+    keeps every identity's proportions, which an absolute regression would blur toward the mean face.
+    """
+
+    def __init__(
+        self,
+        n_mfcc: int = 12,
+        window: int = 28,
+        n_points: int = 68,
+        audio_channels: tuple[int, int, int] = (32, 64, 64),
+        audio_dim: int = 256,
+        landmark_dim: int = 128,
+        hidden: int = 256,
+        num_layers: int = 2,
+    ):
+        super().__init__()
+        self.init_kwargs = dict(
+            n_mfcc=n_mfcc,
+            window=window,
+            n_points=n_points,
+            audio_channels=list(audio_channels),
+            audio_dim=audio_dim,
+            landmark_dim=landmark_dim,
+            hidden=hidden,
+            num_layers=num_layers,
+        )
+        self.n_points = n_points
+        self.audio_encoder = AudioEncoder(n_mfcc, window, tuple(audio_channels), audio_dim)
+        self.landmark_encoder = LandmarkEncoder(n_points, dim=landmark_dim)
+        self.decoder = nn.LSTM(audio_dim + landmark_dim, hidden, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(hidden, n_points * 2)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
+        b, t = mfcc.shape[:2]
+        audio = self.audio_encoder(mfcc.flatten(0, 1)).view(b, t, -1)
+        identity = self.landmark_encoder(ref_landmarks).unsqueeze(1).expand(b, t, -1)
+        hidden, _ = self.decoder(torch.cat([audio, identity], dim=-1))
+        displacement = self.head(hidden).view(b, t, self.n_points, 2)
+        return ref_landmarks.unsqueeze(1) + displacement

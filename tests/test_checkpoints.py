@@ -1,0 +1,152 @@
+"""Checkpoints: safetensors + JSON round trip, and one plain CheckpointError for every kind of damage."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkface.checkpoints import BUNDLED, BUNDLED_NAMES, bundled, load_checkpoint, model_registry, save_checkpoint
+from talkface.errors import CheckpointError
+from talkface.models.a2l import LandmarkPredictor
+
+TINY = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8, num_layers=1)
+FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
+REPO = Path(__file__).parent.parent
+
+
+def trained_tiny(seed: int = 0) -> LandmarkPredictor:
+    """A tiny predictor whose weights (including batch-norm statistics) are far from their initial values."""
+    torch.manual_seed(seed)
+    model = LandmarkPredictor(**TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+        model(torch.randn(3, 2, 28, 12), torch.randn(3, 68, 2))  # updates running stats in train mode
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = trained_tiny()
+    stem = save_checkpoint(tmp_path / "a2l", model, {"features": FEATURES, "metrics": {"lmd": 1.5}})
+    return model, stem
+
+
+def test_round_trip_restores_outputs_and_config(saved):
+    model, stem = saved
+    loaded, config = load_checkpoint(stem)
+    assert isinstance(loaded, LandmarkPredictor) and not loaded.training
+    assert config["model_class"] == "LandmarkPredictor"
+    assert config["features"] == FEATURES and config["metrics"] == {"lmd": 1.5}
+    x, ref = torch.randn(2, 5, 28, 12), torch.randn(2, 68, 2)
+    assert torch.equal(loaded(x, ref), model(x, ref))
+    # either file of the pair names the checkpoint too
+    assert torch.equal(load_checkpoint(stem.with_suffix(".json"))[0](x, ref), model(x, ref))
+
+
+def test_state_dict_with_explicit_class(tmp_path):
+    model = trained_tiny()
+    with pytest.raises(ValueError):
+        save_checkpoint(tmp_path / "x", model.state_dict(), {})
+    stem = save_checkpoint(
+        tmp_path / "x", model.state_dict(), {"model_class": "LandmarkPredictor", "model_kwargs": model.init_kwargs}
+    )
+    loaded, _ = load_checkpoint(stem, model_cls=LandmarkPredictor)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_half_precision_is_smaller_and_upcast(tmp_path):
+    model = trained_tiny()
+    full = save_checkpoint(tmp_path / "full", model, {})
+    half = save_checkpoint(tmp_path / "half", model, {}, half=True)
+    assert half.with_suffix(".safetensors").stat().st_size < 0.6 * full.with_suffix(".safetensors").stat().st_size
+    loaded, config = load_checkpoint(half)
+    assert config["dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for name, tensor in model.state_dict().items():
+        expected = tensor.half().to(tensor.dtype) if tensor.is_floating_point() else tensor
+        assert torch.equal(loaded.state_dict()[name], expected), name
+
+
+def _error(stem) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(stem)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(".")
+    return message
+
+
+def test_missing_files(saved):
+    _, stem = saved
+    stem.with_suffix(".safetensors").unlink()
+    assert "a2l.safetensors is missing" in _error(stem)
+    stem.with_suffix(".json").unlink()
+    assert "a2l.json is missing" in _error(stem)
+
+
+def test_truncated_weights(saved):
+    _, stem = saved
+    path = stem.with_suffix(".safetensors")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert re.search(r"a2l\.safetensors is damaged or incomplete", _error(stem))
+    path.write_bytes(b"")
+    assert "a2l.safetensors is damaged" in _error(stem)
+
+
+def test_bad_json(saved):
+    _, stem = saved
+    path = stem.with_suffix(".json")
+    path.write_text(path.read_text()[:-20])
+    assert "a2l.json is damaged" in _error(stem)
+    path.write_text(json.dumps({"features": FEATURES}))
+    assert "a2l.json does not say which model" in _error(stem)
+    path.write_text(json.dumps({"model_class": "NoSuchModel", "model_kwargs": {}}))
+    assert "unknown model 'NoSuchModel'" in _error(stem)
+    path.write_text(json.dumps({"model_class": "LandmarkPredictor", "model_kwargs": {"no_such_size": 3}}))
+    assert "a2l.json has model settings" in _error(stem)
+
+
+def test_wrong_shape(saved, tmp_path):
+    _, stem = saved
+    config = json.loads(stem.with_suffix(".json").read_text())
+    config["model_kwargs"]["hidden"] = 16
+    stem.with_suffix(".json").write_text(json.dumps(config))
+    message = _error(stem)
+    assert "a2l.safetensors has tensor" in message and "where the model expects" in message
+
+
+def test_missing_and_extra_key(tmp_path):
+    model = trained_tiny()
+    state = model.state_dict()
+    config = {"model_class": "LandmarkPredictor", "model_kwargs": model.init_kwargs}
+    missing = dict(state)
+    del missing["head.bias"]
+    assert "lacks the tensor 'head.bias'" in _error(save_checkpoint(tmp_path / "m", missing, config))
+    extra = dict(state, surplus=torch.zeros(2))
+    assert "tensor 'surplus' that the model does not use" in _error(save_checkpoint(tmp_path / "e", extra, config))
+
+
+def test_save_is_atomic_and_leaves_no_temporaries(saved):
+    _, stem = saved
+    assert sorted(p.name for p in stem.parent.iterdir()) == ["a2l.json", "a2l.safetensors"]
+
+
+def test_registry_and_bundled_names():
+    registry = model_registry()
+    assert {"LandmarkPredictor", "WordDetector", "MIEstimator"} <= set(registry)
+    assert bundled("a2l_wd_tr") == BUNDLED / "a2l_wd_tr"
+    assert len(BUNDLED_NAMES) == 7
+    with pytest.raises(CheckpointError, match="no bundled checkpoint called 'nope'"):
+        bundled("nope")
+
+
+def test_no_pickle_loading_anywhere():
+    """torch.load unpickles, which can run code from a file: the project must never call it."""
+    offenders = []
+    for path in [*REPO.glob("talkface/**/*.py"), *REPO.glob("train/**/*.py"), *REPO.glob("*.py")]:
+        text = path.read_text()
+        if re.search(r"torch\.load\(|pickle\.loads?\(", text):
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
