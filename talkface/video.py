@@ -152,3 +152,26 @@ def probe(path: str | os.PathLike) -> dict:
             hh, mm, ss = line.split()[1].rstrip(",").split(":")
             info["duration"] = int(hh) * 3600 + int(mm) * 60 + float(ss)
     return info
+
+
+def contact_sheet(rows: list[list[np.ndarray]], labels: list[str] | None = None, scale: float = 1.0) -> np.ndarray:
+    """Tile rows of equally sized RGB images into one picture, each row optionally labelled on its left.
+
+    Used wherever a person should look at results: corpus frames, L2F samples, evaluation sheets.
+    """
+    import cv2
+
+    h, w = rows[0][0].shape[:2]
+    n = max(len(r) for r in rows)
+    pad = 140 if labels else 0
+    sheet = np.full((len(rows) * h, pad + n * w, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            img = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+            sheet[i * h : (i + 1) * h, pad + j * w : pad + (j + 1) * w] = img
+        if labels:
+            cv2.putText(sheet, labels[i][:18], (4, i * h + h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    if scale != 1.0:
+        sheet = cv2.resize(sheet, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return sheet

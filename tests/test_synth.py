@@ -1,0 +1,73 @@
+"""The synthetic corpus: LRW's exact layout, sound clips, disjoint splits, and resume after a kill."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkface.data.lrw import parse_lrw_txt, read_lrw
+from talkface.data.synth import NUM_FRAMES, PRESETS, generate, split_voices
+from talkface.video import probe, read_video
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synth")
+    return root, generate(root, PRESETS["tiny"], workers=1, progress=False)
+
+
+def test_layout_is_lrw(tiny):
+    root, manifest = tiny
+    assert manifest["clips"] == manifest["clips_planned"] == 12 and not manifest["failures"]
+    clips = read_lrw(root)
+    assert len(clips) == 12
+    assert {c.split for c in clips} == {"train", "val", "test"}
+    for mp4 in root.glob("*/*/*.mp4"):
+        assert mp4.stem.startswith(mp4.parent.parent.name + "_") and len(mp4.stem.split("_")[-1]) == 5
+        info = probe(mp4)
+        assert info["has_video"] and info["has_audio"] and info["frames"] == NUM_FRAMES
+        txt = parse_lrw_txt(mp4.with_suffix(".txt"))
+        assert txt["text"] == mp4.parent.parent.name
+        # the word sits in the middle of the 1.16 s clip, as in LRW
+        (_, start, end) = txt["words"][0][:3]
+        assert 0 < start < 0.58 < end < 1.16
+
+
+def test_frames_and_sidecar_agree(tiny):
+    root, _ = tiny
+    mp4 = sorted(root.glob("*/train/*.mp4"))[0]
+    frames, fps = read_video(mp4)
+    side = json.loads(mp4.with_suffix(".json").read_text())
+    assert frames.shape == (NUM_FRAMES, 256, 256, 3) and fps == 25
+    lm = np.array(side["landmarks"])
+    assert lm.shape == (NUM_FRAMES, 68, 2)
+    # the mouth moves while the word is spoken
+    gap = np.linalg.norm(lm[:, 62] - lm[:, 66], axis=-1)
+    assert gap.max() - gap.min() > 2.0
+    assert side["phones"] and all(p[1] <= p[2] for p in side["phones"])
+
+
+def test_splits_never_share_identities_or_voices(tiny):
+    root, manifest = tiny
+    sides = [json.loads(p.read_text()) for p in root.glob("*/*/*.json")]
+    for key in ("identity", "voice"):
+        by_split = {s: {x[key] for x in sides if x["split"] == s} for s in ("train", "val", "test")}
+        assert not by_split["train"] & by_split["test"] and not by_split["train"] & by_split["val"], key
+    ids = {i["id"]: i for i in manifest["identities"]}
+    assert all(ids[s["identity"]]["licence"] for s in sides)
+    voices = split_voices()
+    assert not set(voices["train"]["espeak"]) & set(voices["test"]["espeak"])
+
+
+def test_resume_makes_only_what_is_missing(tiny):
+    root, _ = tiny
+    victim = sorted(root.glob("*/val/*.json"))[0]
+    before = {p: p.stat().st_mtime_ns for p in root.glob("*/*/*.mp4")}
+    victim.unlink()  # as if killed before the clip's sidecar was written
+    manifest = generate(root, PRESETS["tiny"], workers=1, progress=False)
+    assert manifest["clips"] == 12 and victim.exists()
+    after = {p: p.stat().st_mtime_ns for p in root.glob("*/*/*.mp4")}
+    changed = [p for p in after if after[p] != before.get(p)]
+    assert changed == [victim.with_suffix(".mp4")]
+    assert not list(root.glob("**/*.tmp*"))
