@@ -177,6 +177,10 @@ class Generator(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.init_kwargs = dict(heatmap_channels=heatmap_channels, use_identity_heatmaps=use_identity_heatmaps,
+                                mode=mode, channels=list(channels), bottleneck_blocks=bottleneck_blocks,
+                                full_res_channels=full_res_channels, separable_levels=separable_levels,
+                                max_flow=max_flow)  # what a checkpoint's JSON needs to rebuild it
         self.mode = mode
         self.use_identity_heatmaps = use_identity_heatmaps
         self.max_flow = max_flow  # in grid units (2 = the image width): 0.25 lets a pixel travel 32 px
@@ -227,6 +231,8 @@ class Discriminator(nn.Module):
     def __init__(self, *, heatmap_channels: int = NUM_CHANNELS, base_channels: int = 64, num_layers: int = 3,
                  spectral_norm: bool = True):
         super().__init__()
+        self.init_kwargs = dict(heatmap_channels=heatmap_channels, base_channels=base_channels,
+                                num_layers=num_layers, spectral_norm=spectral_norm)
 
         def conv(in_ch: int, out_ch: int, stride: int) -> nn.Module:
             layer = nn.Conv2d(in_ch, out_ch, 4, stride, 1)
