@@ -1,0 +1,215 @@
+"""Audio in, model input out: the one feature definition shared by preparation, training and the app.
+
+`load_audio` turns a file or a Gradio recording into mono float32 at 16 kHz; `mfcc_windows` turns
+that into one 28×12 MFCC window per video frame (paper §IV-B, after ATVGnet); `check_speech`
+rejects recordings with no speech energy. Anything a user can get wrong raises `AudioError`.
+
+Typical use::
+
+    waveform, _ = load_audio("speech.m4a")
+    check_speech(waveform)
+    features = mfcc_windows(waveform)      # (T, 28, 12), T = num_video_frames(len(waveform))
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import librosa
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from talkface.errors import AudioError
+
+SAMPLE_RATE = 16000
+FPS = 25
+HOP_SECONDS = 0.01
+WINDOW_FRAMES = 28
+N_MFCC = 13  # the first coefficient (overall loudness) is dropped -> 12 per MFCC frame
+
+HOP_SAMPLES = round(SAMPLE_RATE * HOP_SECONDS)  # 160
+WIN_SAMPLES = 400  # 25 ms analysis window
+# A 25 ms window zero-padded to the next power of two, as python_speech_features (ATVGnet) does:
+# finer frequency sampling for the narrow low mel filters, and a fast FFT.
+N_FFT = 512
+# python_speech_features' default filterbank size, which ATVGnet's 13 coefficients came from.
+N_MELS = 26
+# Level of the loudest 0.2 s below which a recording counts as silent: 20 dB under a quiet real
+# recording (-30 dBFS), 10 dB over faint hiss (-60 dBFS). dBFS here is RMS relative to 1.0.
+SILENCE_DBFS = -50.0
+
+log = logging.getLogger(__name__)
+
+
+# loading
+
+def load_audio(
+    source: str | os.PathLike | tuple[int, np.ndarray],
+    max_seconds: float | None = 600.0,
+    min_seconds: float = 0.2,
+) -> tuple[np.ndarray, int]:
+    """Read speech from a file path or a Gradio `(sample_rate, array)` tuple.
+
+    Returns a mono float32 waveform in [-1, 1] at 16 kHz and the rate 16000. The length limits
+    are checked here so that every caller rejects the same inputs with the same sentence; silence
+    is not (see `check_speech`), because quiet training clips are legitimate data.
+    """
+    if isinstance(source, tuple):
+        rate, samples = source
+        waveform = _to_float_mono(np.asarray(samples))
+        if max_seconds is not None and len(waveform) > max_seconds * rate:
+            raise _too_long(max_seconds)
+    else:
+        waveform, rate = _read_file(Path(source), max_seconds)
+
+    if waveform.size == 0:
+        raise AudioError("The audio contains no sound at all.")
+    if not np.isfinite(waveform).all():
+        raise AudioError("The audio contains invalid sample values.")
+    if rate != SAMPLE_RATE:
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    duration = len(waveform) / SAMPLE_RATE
+    if duration < min_seconds:
+        raise AudioError(f"The audio is only {duration:.2f} seconds long; "
+                         f"please use at least {min_seconds:g} seconds of speech.")
+    # Resampling can overshoot a full-scale input by a hair.
+    return np.clip(waveform, -1.0, 1.0).astype(np.float32, copy=False), SAMPLE_RATE
+
+
+def _to_float_mono(samples: np.ndarray) -> np.ndarray:
+    """Integer or float samples, (N,) or (N, channels) as Gradio gives them -> float32 (N,)."""
+    if samples.ndim not in (1, 2):
+        raise AudioError("The audio must be a mono or multi-channel recording.")
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        # Centre (0 for signed, 128 for uint8) and half range (32768 for int16) of the integer type.
+        centre, half = (info.max + info.min + 1) / 2, (info.max - info.min + 1) / 2
+        waveform = (samples.astype(np.float32) - np.float32(centre)) / np.float32(half)
+    else:
+        waveform = samples.astype(np.float32)
+    if waveform.ndim == 2:
+        waveform = waveform.mean(axis=1)
+    # Some tools hand over floats on an integer scale; loudness does not matter to the features.
+    peak = np.abs(waveform).max(initial=0.0)
+    if peak > 1.0:
+        waveform /= peak
+    return waveform
+
+
+def _read_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """libsndfile for what it reads (fast, exact rate), else the bundled ffmpeg for the rest."""
+    if not path.is_file():
+        raise AudioError(f"Could not find the audio file '{path.name}'.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"The audio file '{path.name}' is empty.")
+    try:
+        with soundfile.SoundFile(path) as f:
+            if max_seconds is not None and f.frames > max_seconds * f.samplerate:
+                raise _too_long(max_seconds)
+            return f.read(dtype="float32", always_2d=True).mean(axis=1), f.samplerate
+    except soundfile.LibsndfileError:
+        return _decode_with_ffmpeg(path, max_seconds), SAMPLE_RATE
+
+
+def _decode_with_ffmpeg(path: Path, max_seconds: float | None) -> np.ndarray:
+    """Decode the first audio stream (webm, m4a, even a video) to mono 16 kHz float32 via a pipe."""
+    # ffmpeg's own stereo downmix is (L + R)/√2, which clips loud stereo; capping the mixing matrix
+    # at 1 makes it the channel mean, as for files libsndfile reads.
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+               "-map", "0:a:0", "-ac", "1", "-rematrix_maxval", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le"]
+    if max_seconds is not None:
+        # Decode one second past the limit, enough to know it is exceeded without decoding an hour.
+        command += ["-t", f"{max_seconds + 1:g}"]
+    result = subprocess.run([*command, "pipe:1"], capture_output=True, check=False)
+    if result.returncode != 0:
+        log.debug("ffmpeg could not decode %s: %s", path, result.stderr.decode(errors="replace"))
+        raise AudioError(f"Could not read the audio file '{path.name}'; "
+                         "it may be damaged or not a sound file.")
+    waveform = np.frombuffer(result.stdout, dtype=np.float32).copy()
+    if max_seconds is not None and len(waveform) > max_seconds * SAMPLE_RATE:
+        raise _too_long(max_seconds)
+    return waveform
+
+
+def _too_long(max_seconds: float) -> AudioError:
+    return AudioError(f"The audio is longer than the {max_seconds:g}-second limit; "
+                      "please use a shorter clip.")
+
+
+def check_speech(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Raise `AudioError` if the recording has no speech energy (digital silence, faint hiss).
+
+    The level is the RMS of the loudest 0.2 s (ten 20 ms blocks), so a short word in a long,
+    mostly quiet recording still counts, while a steady noise floor never does.
+    """
+    block = max(1, round(0.02 * sample_rate))
+    blocks = np.asarray(waveform, dtype=np.float64)[: len(waveform) // block * block].reshape(-1, block)
+    power = (blocks**2).mean(axis=1) if len(blocks) else np.zeros(1)
+    loudest = np.partition(power, -min(10, len(power)))[-10:]
+    level_dbfs = 10 * np.log10(loudest.mean() + 1e-20)
+    if level_dbfs < SILENCE_DBFS:
+        raise AudioError("The audio is silent; please use a recording of someone speaking.")
+
+
+# features
+
+def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: int = FPS) -> int:
+    """Video frames that fit in the audio: floor(duration × fps), at least 1."""
+    return max(1, num_samples * fps // sample_rate)
+
+
+@functools.cache
+def _mfcc_transform(device: torch.device) -> torchaudio.transforms.MFCC:
+    """One MFCC module per device, so its filterbank and window are built once and stay there."""
+    return torchaudio.transforms.MFCC(
+        sample_rate=SAMPLE_RATE,
+        n_mfcc=N_MFCC,
+        # Natural log rather than dB with top_db: top_db clamps against the loudest frame of the whole
+        # clip, which would make a frame's features depend on audio far away from it (and chunked
+        # inference differ from whole-clip inference). With the log and c0 dropped, the features are
+        # also independent of the recording's gain.
+        log_mels=True,
+        melkwargs=dict(
+            n_fft=N_FFT,
+            win_length=WIN_SAMPLES,
+            hop_length=HOP_SAMPLES,
+            n_mels=N_MELS,
+            center=True,  # MFCC frame j is centred at j × 10 ms
+            pad_mode="constant",  # before and after the clip is silence; also works for tiny inputs
+        ),
+    ).to(device)
+
+
+def mfcc_windows(
+    waveform: torch.Tensor | np.ndarray, fps: int = FPS, num_frames: int | None = None
+) -> torch.Tensor:
+    """One 28×12 MFCC window per video frame, for a 16 kHz waveform (N,) or batch (B, N).
+
+    Returns (T, 28, 12) or (B, T, 28, 12) float32 on the waveform's device, T = `num_frames`
+    (default `num_video_frames(N)`). Video frame t sits at t/fps seconds, which is MFCC frame
+    j = round(t × 100 / fps); its window holds MFCC frames j-14 … j+13, so **index 14 of the window
+    is the frame centred on the video frame's instant** (the window spans -140 ms … +130 ms around
+    it). Frames beyond either end of the clip repeat the first or last MFCC frame.
+    """
+    if isinstance(waveform, np.ndarray):
+        waveform = np.ascontiguousarray(waveform)  # torch refuses reversed or strided views
+    wav = torch.as_tensor(waveform).to(torch.float32)
+    if wav.dim() not in (1, 2):
+        raise ValueError(f"waveform must be (N,) or (B, N), got shape {tuple(wav.shape)}")
+    if num_frames is None:
+        num_frames = num_video_frames(wav.shape[-1], SAMPLE_RATE, fps)
+    mfcc = _mfcc_transform(wav.device)(wav)[..., 1:, :].transpose(-1, -2)  # (..., M, 12)
+
+    steps_per_frame = fps * HOP_SAMPLES  # j = t × SAMPLE_RATE / (fps × HOP_SAMPLES), rounded
+    t = torch.arange(num_frames, device=wav.device)
+    centres = (t * SAMPLE_RATE + steps_per_frame // 2) // steps_per_frame
+    offsets = torch.arange(-(WINDOW_FRAMES // 2), WINDOW_FRAMES - WINDOW_FRAMES // 2, device=wav.device)
+    index = (centres[:, None] + offsets).clamp_(0, mfcc.shape[-2] - 1)  # (T, 28)
+    return mfcc[..., index, :]
