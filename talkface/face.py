@@ -196,7 +196,7 @@ class FaceBox:
         return self.y1 - self.y0
 
 
-_detector = None
+_detectors: dict[int, object] = {}
 _detector_lock = threading.Lock()
 # The detector looks at a 192x192 input and finds faces down to about a tenth of it. Ever smaller
 # tiles (halving) bring small faces in big photos into its range; below 192 a tile would only be
@@ -204,20 +204,21 @@ _detector_lock = threading.Lock()
 _MIN_TILE = 192
 _TILE_STRIDE = 0.6  # of the tile size: any face up to 40% of a tile lies whole inside some tile
 _SURE_FRACTION = 0.12  # faces wider than this fraction of a tile are all found at that tile size
+_FULL_RANGE, _SHORT_RANGE = 1, 0
 
 
-def _detect_tile(tile: np.ndarray) -> list[FaceBox]:
-    global _detector
-    with _detector_lock:  # one graph per process; mediapipe graphs must not run concurrently
-        if _detector is None:
+def _detect_tile(tile: np.ndarray, model: int = _FULL_RANGE) -> list[FaceBox]:
+    with _detector_lock:  # one graph per model and process; mediapipe graphs must not run concurrently
+        if model not in _detectors:
             import mediapipe as mp  # slow to import: only when a face is first looked for
 
-            # The full-range model finds close-ups and distant faces alike; the short-range one (0)
-            # misses small faces and, in tiles, reports faces that are not there.
-            _detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=0.5
+            # The full-range model finds close-ups and distant faces alike and is the one used on tiles
+            # (the short-range one reports faces that are not there in tiles). On the whole image the
+            # short-range one is asked too: it finds blurry or greyscale close-ups the other misses.
+            _detectors[model] = mp.solutions.face_detection.FaceDetection(
+                model_selection=model, min_detection_confidence=0.5
             )
-        result = _detector.process(np.ascontiguousarray(tile))
+        result = _detectors[model].process(np.ascontiguousarray(tile))
     h, w = tile.shape[:2]
     faces = []
     for det in result.detections or []:
@@ -273,6 +274,8 @@ def _detect(image: np.ndarray, all_levels: bool) -> list[FaceBox]:
     tile = max(image.shape[:2])
     while True:
         found = _detect_level(image, tile)
+        if tile == max(image.shape[:2]):
+            found += _detect_tile(image, _SHORT_RANGE)
         faces += found
         if found and not all_levels and max(f.width for f in found) >= _SURE_FRACTION * tile:
             break

@@ -126,10 +126,41 @@ def _faces_of_photo(image: np.ndarray, min_face: int) -> list:
         x0, y0 = int(max(0, cx - r)), int(max(0, cy - r))
         x1, y1 = int(min(w, cx + r)), int(min(h, cy + r))
         try:
-            out.append(align_face(image[y0:y1, x0:x1], min_face=min_face))
+            face = align_face(image[y0:y1, x0:x1], min_face=min_face)
+            # Preparation re-detects the face on the rendered 256x256 frames, as it would on LRW: keep only
+            # faces that can be found again at that framing, or their clips would be skipped there.
+            align_face(face.image, min_face=min_face)
         except FaceError:
             continue
+        if _frontal_face_confirmed(face.image):
+            out.append(face)
     return out
+
+
+_DLIB_DETECTOR = None
+
+
+def _frontal_face_confirmed(crop: np.ndarray) -> bool:
+    """A second opinion from dlib's HOG detector: a frontal face where the template puts it.
+
+    Mediapipe also fires on face-like things (a logo tattoo in the KPhotoAlbum demo) and on profiles; a
+    training identity must be a real, roughly frontal face.
+    """
+    global _DLIB_DETECTOR
+    import dlib
+
+    from talkface.face import TEMPLATE_BOX
+
+    if _DLIB_DETECTOR is None:
+        _DLIB_DETECTOR = dlib.get_frontal_face_detector()
+    x0, y0, x1, y1 = TEMPLATE_BOX
+    for r in _DLIB_DETECTOR(crop, 1):
+        iw = max(0, min(x1, r.right()) - max(x0, r.left()))
+        ih = max(0, min(y1, r.bottom()) - max(y0, r.top()))
+        union = (x1 - x0) * (y1 - y0) + r.width() * r.height() - iw * ih
+        if iw * ih / union > 0.5:
+            return True
+    return False
 
 
 def _kphotoalbum_people(demo: Path) -> dict[str, tuple[str, ...]]:
