@@ -16,14 +16,10 @@ from torch import nn
 
 
 def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
-    """3×3 convolution, batch norm, ReLU, optionally 2×2 max-pool (ATVGnet's audio encoder pattern)."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    ]
+    """Temporal convolution (kernel 3), batch norm, ReLU, optionally halving the time axis."""
+    layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(nn.MaxPool1d(2))
     return nn.Sequential(*layers)
 
 
@@ -33,31 +29,30 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
 class AudioEncoder(nn.Module):
     """E_a: one MFCC window (window × n_mfcc, time × coefficient) → `dim` features.
 
-    A narrower version of ATVGnet's conv stack: the first two blocks halve time and coefficient axes,
-    the third keeps them, then one linear layer. The input is first standardised per coefficient
-    (learned batch statistics), because raw MFCCs differ in scale by an order of magnitude between the
-    low and high coefficients.
+    Three convolution blocks over the window's 28 time steps with the 12 coefficients as channels (the
+    first two halve the time axis), then one linear layer. **(ours)** ATVGnet convolves the window as a
+    2-D image; treating coefficients as channels is as expressive for a 28×12 input and about five times
+    cheaper on a CPU, where the 2-D stack's full-resolution activations dominated training time. The input
+    is first standardised per coefficient (learned batch statistics), because raw MFCCs differ in scale by
+    an order of magnitude between low and high coefficients.
     """
 
     def __init__(
-        self,
-        n_mfcc: int = 12,
-        window: int = 28,
-        channels: tuple[int, int, int] = (32, 64, 64),
-        dim: int = 256,
+        self, n_mfcc: int = 12, window: int = 28, channels: tuple[int, int, int] = (64, 128, 128), dim: int = 128
     ):
         super().__init__()
-        self.norm = nn.BatchNorm1d(n_mfcc)
         c1, c2, c3 = channels
         self.convs = nn.Sequential(
-            conv_block(1, c1, pool=True), conv_block(c1, c2, pool=True), conv_block(c2, c3, pool=False)
+            nn.BatchNorm1d(n_mfcc),
+            conv_block(n_mfcc, c1, pool=True),
+            conv_block(c1, c2, pool=True),
+            conv_block(c2, c3, pool=False),
         )
-        self.fc = nn.Sequential(nn.Linear(c3 * (window // 4) * (n_mfcc // 4), dim), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(c3 * (window // 4), dim), nn.ReLU(inplace=True))
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(N, window, n_mfcc) → (N, dim)."""
-        x = self.norm(mfcc.transpose(1, 2)).transpose(1, 2)
-        return self.fc(self.convs(x.unsqueeze(1)).flatten(1))
+        return self.fc(self.convs(mfcc.transpose(1, 2)).flatten(1))
 
 
 class LandmarkEncoder(nn.Module):
@@ -67,7 +62,7 @@ class LandmarkEncoder(nn.Module):
     standardised (batch norm) before the MLP, otherwise identity would barely register.
     """
 
-    def __init__(self, n_points: int = 68, hidden: int = 256, dim: int = 128):
+    def __init__(self, n_points: int = 68, hidden: int = 256, dim: int = 64):
         super().__init__()
         self.net = nn.Sequential(
             nn.BatchNorm1d(n_points * 2),
@@ -98,9 +93,9 @@ class LandmarkPredictor(nn.Module):
         n_mfcc: int = 12,
         window: int = 28,
         n_points: int = 68,
-        audio_channels: tuple[int, int, int] = (32, 64, 64),
-        audio_dim: int = 256,
-        landmark_dim: int = 128,
+        audio_channels: tuple[int, int, int] = (64, 128, 128),
+        audio_dim: int = 128,
+        landmark_dim: int = 64,
         hidden: int = 256,
         num_layers: int = 2,
     ):

@@ -26,7 +26,7 @@ class WordDetector(nn.Module):
         self,
         n_points: int = 68,
         n_words: int = 500,
-        hidden: int = 256,
+        hidden: int = 128,
         num_layers: int = 2,
         bidirectional: bool = True,
         fc_dim: int = 256,

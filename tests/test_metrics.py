@@ -1,0 +1,72 @@
+"""Metrics: LMD, PSNR and SSIM on small real inputs; SSIM must match scikit-image's reference numbers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from talkface.metrics import lmd, psnr, ssim
+
+
+def smooth_images(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
+    """Images with structure (blurred noise plus a gradient), not white noise, like frames are."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((n, size + 4, size + 4, 3))
+    blurred = sum(noise[:, i : i + size, j : j + size] for i in range(5) for j in range(5)) / 25
+    ramp = np.linspace(0, 0.3, size)[None, :, None, None]
+    return np.clip(blurred + ramp, 0, 1)
+
+
+def test_lmd_is_mean_point_distance():
+    target = np.zeros((2, 68, 2))
+    pred = target + np.array([3.0, 4.0])
+    assert lmd(pred, target) == pytest.approx(5.0)
+    pred[:, :48] = 0
+    assert lmd(torch.tensor(pred), torch.tensor(target), points=range(48, 68)) == pytest.approx(5.0)
+    assert lmd(pred, target) == pytest.approx(5.0 * 20 / 68)
+    with pytest.raises(ValueError):
+        lmd(pred[:, :10], target)
+
+
+def test_psnr_known_values():
+    a = np.zeros((16, 16, 3))
+    assert psnr(a, a + 0.1) == pytest.approx(20.0)
+    assert math.isinf(psnr(a, a))
+    u8 = (smooth_images(2) * 255).astype(np.uint8)
+    assert psnr(u8[0], u8[1]) == pytest.approx(psnr(u8[0] / 255.0, u8[1] / 255.0))
+    # batches average per-image PSNR
+    batch = psnr(np.stack([a, a]), np.stack([a + 0.1, a + 0.01]))
+    assert batch == pytest.approx((20.0 + 40.0) / 2)
+
+
+def test_ssim_matches_scikit_image():
+    x, y = smooth_images(2, seed=1), smooth_images(2, seed=2)
+    y = 0.5 * x + 0.5 * y
+    for a, b in zip(x, y):
+        reference = structural_similarity(
+            a, b, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
+        assert ssim(a, b) == pytest.approx(reference, abs=1e-6)
+        grey = structural_similarity(
+            a[..., 0], b[..., 0], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
+        assert ssim(a[..., 0], b[..., 0], channel_axis=None) == pytest.approx(grey, abs=1e-6)
+    assert 0.3 < ssim(x[0], y[0]) < 0.99
+    # torch N×C×H×W batches give the mean of the per-image values
+    nchw = torch.from_numpy(x).permute(0, 3, 1, 2)
+    expected = np.mean([ssim(a, b) for a, b in zip(x, y)])
+    assert ssim(nchw, torch.from_numpy(y).permute(0, 3, 1, 2), channel_axis=1) == pytest.approx(expected)
+    assert ssim(x, x) == pytest.approx(1.0)
+
+
+def test_ssim_uint8_and_small_images():
+    x, y = smooth_images(1)[0], smooth_images(1, seed=5)[0]
+    u8x, u8y = (x * 255).round().astype(np.uint8), (y * 255).round().astype(np.uint8)
+    reference = structural_similarity(
+        u8x, u8y, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+    )
+    assert ssim(u8x, u8y) == pytest.approx(reference, abs=1e-6)
+    with pytest.raises(ValueError):
+        ssim(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)))
