@@ -652,10 +652,26 @@ def align(waveform: np.ndarray, sample_rate: int, text: str) -> tuple[list[Phone
     return utt.phones, utt.words
 
 
-def asterisk_utterance(path: str | Path, text: str) -> Utterance:
-    """One Asterisk prompt (8 kHz telephone speech, upsampled) with aligned words and phones."""
+def _read_prompt(path: Path) -> np.ndarray:
+    """The prompt at 16 kHz: the wideband G.722 recording (asterisk-core-sounds-en-g722) when installed,
+    else the 8 kHz telephone WAV upsampled (its empty 4-8 kHz band is unlike a user's microphone)."""
+    g722 = path.with_suffix(".g722")
+    if g722.exists():
+        from talkface.video import ffmpeg_exe
+
+        raw = subprocess.run(
+            [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "g722", "-i", str(g722),
+             "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"],
+            capture_output=True, check=True,
+        ).stdout
+        return np.frombuffer(raw, np.float32).copy()
     samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    waveform = _resample(samples.mean(axis=1), rate)
+    return _resample(samples.mean(axis=1), rate)
+
+
+def asterisk_utterance(path: str | Path, text: str) -> Utterance:
+    """One Asterisk prompt (real recorded speech, 16 kHz) with aligned words and phones."""
+    waveform = _read_prompt(Path(path))
     phones, words = align(waveform, SAMPLE_RATE, text)
     return Utterance(waveform, SAMPLE_RATE, phones, words, text, "allison", "asterisk")
 

@@ -226,6 +226,15 @@ def _load_identities(path: Path) -> list[Identity]:
 # voices
 
 
+# eSpeak variants with strong echo or robot effects: exact timings, but nothing like a microphone.
+ROBOT_VARIANTS = ("alicia", "marco", "demonic", "robosoft", "ricishaymax", "unirobot", "anikarobot")
+
+
+# Flite/Festival voices are recordings of a handful of people: Kal speaks three of them, SLT two.
+TTS_SPEAKER = {"kal": "kal", "kal16": "kal", "kal_diphone": "kal", "cmu_us_slt_arctic_hts": "slt"}
+TTS_HELD_OUT = {"slt": "val", "ked_diphone": "test", "rms": "test"}
+
+
 def split_voices(seed: int = 0) -> dict[str, dict[str, list[str]]]:
     """Voices per split and source; val/test voices are never used in train."""
     from talkface.data.speech import available_sources
@@ -234,8 +243,13 @@ def split_voices(seed: int = 0) -> dict[str, dict[str, list[str]]]:
     for source, voices in available_sources().items():
         if source == "asterisk":
             continue
-        voices = sorted(voices)
-        if len(voices) >= 3:
+        voices = sorted(v for v in voices if not any(r in v.lower() for r in ROBOT_VARIANTS))
+        if source in ("flite", "festival"):
+            # a few real speakers behind several voices: hold out speakers, not voice names
+            for v in voices:
+                split = TTS_HELD_OUT.get(TTS_SPEAKER.get(v, v), "train")
+                out[split].setdefault(source, []).append(v)
+        elif len(voices) >= 3:
             order = [voices[i] for i in np.random.default_rng(seed).permutation(len(voices))]
             n_hold = max(1, round(0.1 * len(voices)))
             out["test"][source], out["val"][source] = order[:n_hold], order[n_hold : 2 * n_hold]
