@@ -55,6 +55,6 @@ def temporal_residual_loss(estimator: nn.Module, mfcc: torch.Tensor, pred_landma
     given, so nothing flows into it.
     """
     _require_frozen(estimator)
-    t_joint, t_marginal = estimator.joint_and_marginal(mfcc.detach(), pred_landmarks)
+    t_joint, t_marginal = estimator(mfcc.detach(), pred_landmarks)
     mi, _, _ = mine_lower_bound(t_joint, t_marginal)
     return -mi

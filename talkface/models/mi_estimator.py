@@ -104,13 +104,16 @@ class MIEstimator(nn.Module):
         joint = self.joint(torch.cat([audio, motion], dim=1)).mean(dim=2)
         return self.fc(joint).squeeze(1)
 
-    def forward(self, mfcc: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """T(a, l) for each clip: mfcc (B,T,window,n_mfcc), landmarks (B,T,68,2) → (B,)."""
+    def statistic(self, mfcc: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """T(a, l) of each clip's own pair: mfcc (B,T,window,n_mfcc), landmarks (B,T,68,2) → (B,)."""
         return self.score(*self.encode(mfcc, landmarks))
 
-    def joint_and_marginal(
+    def forward(
         self, mfcc: torch.Tensor, landmarks: torch.Tensor, shift: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores of the true pairs and of mismatched pairs (see `shifted`), encoding each stream once."""
+        """(t_joint, t_marginal), each (B,): the true pairs, and mismatched pairs (see `shifted`).
+
+        Both come from one call (each stream encoded once), which is also what DDP needs.
+        """
         audio, motion = self.encode(mfcc, landmarks)
         return self.score(audio, motion), self.score(audio, shifted(motion, shift))
