@@ -58,3 +58,67 @@ def temporal_residual_loss(estimator: nn.Module, mfcc: torch.Tensor, pred_landma
     t_joint, t_marginal = estimator(mfcc.detach(), pred_landmarks)
     mi, _, _ = mine_lower_bound(t_joint, t_marginal)
     return -mi
+
+
+# L2F losses (§III-B): L = λ_L1 L1(frame) + λ_lip L1(lip crop) + λ_adv L_GAN
+
+
+def frame_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between generated and real frames, averaged over pixels (pix2pix's reconstruction term)."""
+    return F.l1_loss(fake, real)
+
+
+def lip_box(lip_landmarks: torch.Tensor, image_size: int, margin: float = 0.15) -> torch.Tensor:
+    """The square box around the lips as (B, 2, 3) ``affine_grid`` matrices (centre, half-side).
+
+    Square, so the crop keeps the mouth's aspect; its side is the lips' larger extent plus
+    ``margin`` of it on each side. Landmarks are pixel coordinates with pixel centres at
+    integers (as dlib and ``talkface.heatmaps``); min/max keep the box differentiable in them.
+    """
+    lo, hi = lip_landmarks.amin(dim=1), lip_landmarks.amax(dim=1)  # (B, 2)
+    half = (hi - lo).amax(dim=1) * (0.5 + margin)  # (B,)
+    centre = (lo + hi + 1) / image_size - 1  # pixel → [-1, 1] with align_corners=False
+    scale = 2 * half / image_size
+    zero = torch.zeros_like(scale)
+    return torch.stack([torch.stack([scale, zero, centre[:, 0]], dim=1),
+                        torch.stack([zero, scale, centre[:, 1]], dim=1)], dim=1)
+
+
+def crop_lips(images: torch.Tensor, lip_landmarks: torch.Tensor, size: int = 64,
+              margin: float = 0.15) -> torch.Tensor:
+    """Differentiable lip crop: (B, C, H, W) square images → (B, C, size, size) around the lip box."""
+    theta = lip_box(lip_landmarks.to(images.dtype), images.shape[-1], margin)
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def lip_crop_l1(fake: torch.Tensor, real: torch.Tensor, lip_landmarks: torch.Tensor, size: int = 64,
+                margin: float = 0.15) -> torch.Tensor:
+    """The paper's adaptive reconstruction term: L1 on the lip region only, found by the lip landmarks.
+
+    The whole-frame L1 is dominated by the large static face; this term gives the mouth, small
+    but what the viewer watches, a loss of its own. ``lip_landmarks`` (B, K, 2) are usually
+    points 48-67 (``talkface.face.MOUTH``) of the target landmarks; gradients reach them too.
+    """
+    return F.l1_loss(crop_lips(fake, lip_landmarks, size, margin), crop_lips(real, lip_landmarks, size, margin))
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss on discriminator logits, as junyanz's pix2pix ``GANLoss``.
+
+    ``lsgan``: least squares towards 1 (real) / 0 (fake), pix2pix's default and stable.
+    ``hinge``: D gets max(0, 1 ∓ logit), G gets −logit (``for_discriminator=False``).
+    """
+
+    def __init__(self, mode: str = "lsgan"):
+        super().__init__()
+        if mode not in ("lsgan", "hinge"):
+            raise ValueError(f"GAN mode must be 'lsgan' or 'hinge', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, logits: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        if self.mode == "lsgan":
+            return F.mse_loss(logits, torch.full_like(logits, 1.0 if target_is_real else 0.0))
+        if not for_discriminator:
+            return -logits.mean()
+        return F.relu(1 - logits).mean() if target_is_real else F.relu(1 + logits).mean()

@@ -7,9 +7,11 @@ given the same heatmaps. The losses (frame L1, the "adaptive" L1 on the lip crop
 live in ``talkface.losses``.
 
 Two choices are ours, because the demo must run near real time on a laptop CPU:
-- The U-Net is light: it halves the resolution in its first layer, keeps few channels at high
-  resolution, and upsamples with bilinear + conv (no transposed-conv checkerboards). GroupNorm
-  keeps it well behaved at batch size 1.
+- The U-Net is light (about 3 GFLOPs a 256x256 frame, pix2pix's ``unet_256`` about 12):
+  it works from half resolution down, the photo folded losslessly into channels there, and only
+  one lean layer touches full resolution; the heatmaps are read at half resolution, where they
+  are 4x cheaper to draw. Upsampling is bilinear + conv (no transposed-conv checkerboards) and
+  GroupNorm keeps it well behaved at batch size 1.
 - ``mode="warp"`` lets the same U-Net predict a dense flow that moves the identity photo's
   pixels, a synthesised image for what the photo lacks (the inside of the mouth), and a mask
   blending the two. Copying real pixels tends to keep an unseen face's identity better than
@@ -28,11 +30,13 @@ from torch import nn
 from talkface.heatmaps import NUM_CHANNELS
 
 MODES = ("direct", "warp")
+HEATMAP_SCALE = 0.5  # the generator reads heatmaps at half the photo's resolution
 
 # Constructor keywords for the named sizes the trainer offers; "tiny" is for tests and smoke runs.
 GENERATOR_SIZES: dict[str, dict] = {
     "tiny": {"channels": (8, 16, 16, 32), "bottleneck_blocks": 1, "full_res_channels": 8},
-    "default": {"channels": (32, 64, 128, 192, 256), "bottleneck_blocks": 2, "full_res_channels": 16},
+    "default": {"channels": (32, 64, 128, 192, 256), "bottleneck_blocks": 2, "full_res_channels": 16,
+                "separable_levels": 2},
 }
 DISCRIMINATOR_SIZES: dict[str, dict] = {
     "tiny": {"base_channels": 8, "num_layers": 2},
@@ -105,40 +109,39 @@ class Up(nn.Module):
 
 
 class FullResolution(nn.Module):
-    """The last decoder step, to the input resolution, kept cheap because it touches 65k pixels.
+    """The last decoder step, to the photo's resolution, kept lean because it touches every pixel.
 
-    No concatenation there: the upsampled features are added to a 3x3 conv of the identity
-    photo, which is all the full-resolution detail the output needs (the heatmaps are smooth
-    and already seen at half resolution).
+    No concatenation and no normalisation there: the upsampled features are added to a 3x3 conv
+    of the identity photo, which brings back the photo's finest detail.
     """
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
-        self.reduce = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.reduce = nn.Conv2d(in_ch, out_ch, 1)
         self.photo = nn.Conv2d(3, out_ch, 3, 1, 1, bias=False)
-        self.norm = nn.GroupNorm(_groups(out_ch), out_ch)
 
     def forward(self, x: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(self.reduce(x), size=photo.shape[-2:], mode="bilinear", align_corners=False)
-        return F.silu(self.norm(x + self.photo(photo)))
+        return F.silu(x + self.photo(photo))
 
 
 class UNet(nn.Module):
-    """The U-Net trunk: full-resolution input → full-resolution features, with skips at every level.
+    """The U-Net trunk: photo (full resolution) + conditions (half resolution) → full-resolution features.
 
-    ``channels[i]`` is the width at 1/2^(i+1) of the input resolution: the first layer already
-    halves it, which is where most of the saving against pix2pix's ``unet_256`` comes from. The
-    ``separable_levels`` highest-resolution levels use depthwise-separable convs, 5-8x cheaper
-    where pixels are many. The photo (the first 3 input channels) is the skip of the last,
-    full-resolution level, so its fine detail reaches the output.
+    The network starts at half resolution: the photo enters there losslessly folded into 12
+    channels (space-to-depth, each 2x2 block of pixels side by side), next to the heatmaps, which
+    can therefore be drawn at half resolution too (4x cheaper to render). ``channels[i]`` is the
+    width at 1/2^(i+1) of the photo's resolution, with skips at every level; the
+    ``separable_levels`` highest-resolution levels use depthwise-separable convs (fewer FLOPs, but
+    memory-bound on CPUs). The photo itself is the skip of the last, full-resolution level.
     """
 
-    def __init__(self, in_channels: int, *, channels: Sequence[int] = (32, 64, 128, 192, 256),
-                 bottleneck_blocks: int = 2, full_res_channels: int = 16, separable_levels: int = 3):
+    def __init__(self, condition_channels: int, *, channels: Sequence[int] = (32, 64, 128, 192, 256),
+                 bottleneck_blocks: int = 2, full_res_channels: int = 16, separable_levels: int = 2):
         super().__init__()
         channels = list(channels)
         levels = range(len(channels) - 1)
-        self.stem = ConvNormAct(in_channels, channels[0], stride=2)
+        self.stem = ConvNormAct(4 * 3 + condition_channels, channels[0])
         self.downs = nn.ModuleList(Down(channels[i], channels[i + 1], separable=i + 1 < separable_levels)
                                    for i in levels)
         self.bottleneck = nn.Sequential(*(ResidualBlock(channels[-1]) for _ in range(bottleneck_blocks)))
@@ -147,32 +150,43 @@ class UNet(nn.Module):
         self.to_full = FullResolution(channels[0], full_res_channels)
         self.out_channels = full_res_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [x[:, :3]]
-        h = self.stem(x)
+    def forward(self, photo: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        h = self.stem(torch.cat([F.pixel_unshuffle(photo, 2), conditions], dim=1))
+        skips = []
         for down in self.downs:
             skips.append(h)
             h = down(h)
         h = self.bottleneck(h)
         for up in self.ups:
             h = up(h, skips.pop())
-        return self.to_full(h, skips.pop())
+        return self.to_full(h, photo)
+
+
+def resize_to(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Heatmaps at the resolution a network wants: box-filtered down (as if drawn there), bilinear up."""
+    size = tuple(size)
+    if maps.shape[-2:] == size:
+        return maps
+    if maps.shape[-1] > size[-1]:
+        return F.interpolate(maps, size=size, mode="area")
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 # classes
 
 
 class Generator(nn.Module):
-    """G(identity photo, target heatmaps) → target frame, all 256x256 and in [-1, 1] (paper §III-B).
+    """G(identity photo, target heatmaps) → target frame, 256x256 in [-1, 1] (paper §III-B).
 
     ``identity_heatmaps`` (the photo's own landmarks, rendered the same way) tell the network
     where each part starts from, so it only has to learn the move; they are required when the
-    generator is built with ``use_identity_heatmaps=True``.
+    generator is built with ``use_identity_heatmaps=True``. Heatmaps may come at any resolution;
+    the network uses them at half the photo's (``HEATMAP_SCALE``), so render them there.
     """
 
     def __init__(self, *, heatmap_channels: int = NUM_CHANNELS, use_identity_heatmaps: bool = True,
                  mode: str = "direct", channels: Sequence[int] = (32, 64, 128, 192, 256),
-                 bottleneck_blocks: int = 2, full_res_channels: int = 16, separable_levels: int = 3,
+                 bottleneck_blocks: int = 2, full_res_channels: int = 16, separable_levels: int = 2,
                  max_flow: float = 0.25):
         super().__init__()
         if mode not in MODES:
@@ -184,8 +198,8 @@ class Generator(nn.Module):
         self.mode = mode
         self.use_identity_heatmaps = use_identity_heatmaps
         self.max_flow = max_flow  # in grid units (2 = the image width): 0.25 lets a pixel travel 32 px
-        in_channels = 3 + heatmap_channels * (2 if use_identity_heatmaps else 1)
-        self.unet = UNet(in_channels, channels=channels, bottleneck_blocks=bottleneck_blocks,
+        conditions = heatmap_channels * (2 if use_identity_heatmaps else 1)
+        self.unet = UNet(conditions, channels=channels, bottleneck_blocks=bottleneck_blocks,
                          full_res_channels=full_res_channels, separable_levels=separable_levels)
         # direct: RGB; warp: flow (2) + synthesised RGB (3) + blend mask (1)
         self.head = nn.Conv2d(full_res_channels, 3 if mode == "direct" else 6, 3, 1, 1)
@@ -198,12 +212,13 @@ class Generator(nn.Module):
 
     def forward(self, identity: torch.Tensor, heatmaps: torch.Tensor,
                 identity_heatmaps: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = [identity, heatmaps]
+        maps = [heatmaps]
         if self.use_identity_heatmaps:
             if identity_heatmaps is None:
                 raise ValueError("built with use_identity_heatmaps=True: pass identity_heatmaps")
-            inputs.append(identity_heatmaps)
-        out = self.head(self.unet(torch.cat(inputs, dim=1)))
+            maps.append(identity_heatmaps)
+        half = (identity.shape[-2] // 2, identity.shape[-1] // 2)
+        out = self.head(self.unet(identity, torch.cat([resize_to(m, half) for m in maps], dim=1)))
         if self.mode == "direct":
             return torch.tanh(out)
         flow, rgb, mask = out[:, :2], torch.tanh(out[:, 2:5]), torch.sigmoid(out[:, 5:6])
@@ -251,4 +266,4 @@ class Discriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, frame: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.cat([frame, heatmaps], dim=1))
+        return self.model(torch.cat([frame, resize_to(heatmaps, frame.shape[-2:])], dim=1))

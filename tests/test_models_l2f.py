@@ -1,0 +1,272 @@
+"""L2F (paper §III-B): generator and discriminator shapes, the warp, the L2F losses, a few training
+steps on a real aligned face, and the trainer's augmentation, resume and export."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from talkface.checkpoints import load_checkpoint
+from talkface.face import MIRROR, MOUTH, align_face, detect_landmarks
+from talkface.heatmaps import NUM_CHANNELS, render_heatmaps
+from talkface.losses import GANLoss, crop_lips, frame_l1, lip_crop_l1
+from talkface.metrics import lmd
+from talkface.models.l2f import (
+    DISCRIMINATOR_SIZES,
+    GENERATOR_SIZES,
+    HEATMAP_SCALE,
+    Discriminator,
+    Generator,
+    warp,
+)
+
+TINY = GENERATOR_SIZES["tiny"]
+
+
+@pytest.fixture(scope="module")
+def face() -> tuple[torch.Tensor, torch.Tensor]:
+    """The astronaut's aligned 256 crop in [-1, 1] (3, 256, 256) and its dlib landmarks (68, 2)."""
+    aligned = align_face(skimage.data.astronaut())
+    image = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+    return image, torch.from_numpy(aligned.landmarks).float()
+
+
+def _inputs(batch: int = 2, size: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
+        torch.rand(batch, NUM_CHANNELS, size, size, generator=g),
+        torch.rand(batch, NUM_CHANNELS, size, size, generator=g),
+    )
+
+
+# generator and discriminator
+
+
+@pytest.mark.parametrize("mode", ["direct", "warp"])
+def test_generator_shape_and_range(mode):
+    identity, heatmaps, identity_heatmaps = _inputs()
+    out = Generator(mode=mode, **TINY)(identity, heatmaps, identity_heatmaps)
+    assert out.shape == identity.shape
+    assert out.abs().max() <= 1.0
+    plain = Generator(mode=mode, use_identity_heatmaps=False, **TINY)
+    assert plain(identity, heatmaps).shape == identity.shape
+    half = F.interpolate(heatmaps, scale_factor=HEATMAP_SCALE, mode="area")  # the resolution it reads them at
+    assert torch.allclose(plain(identity, half), plain(identity, heatmaps), atol=1e-5)
+    with pytest.raises(ValueError):
+        Generator(mode=mode, **TINY)(identity, heatmaps)
+    with pytest.raises(ValueError):
+        Generator(mode="morph")
+
+
+@pytest.mark.parametrize("mode", ["direct", "warp"])
+def test_generator_channels_last_inference_mode(mode):
+    torch.manual_seed(0)
+    gen = Generator(mode=mode, **TINY).eval()
+    inputs = _inputs(batch=1)
+    with torch.inference_mode():
+        expected = gen(*inputs)
+        gen = gen.to(memory_format=torch.channels_last)
+        got = gen(*(x.to(memory_format=torch.channels_last) for x in inputs))
+    assert torch.allclose(expected, got, atol=1e-5)
+
+
+def test_default_generator_fits_the_checkpoint_budget():
+    params = sum(p.numel() for p in Generator(**GENERATOR_SIZES["default"]).parameters())
+    assert params * 2 < 60e6  # stored as fp16
+
+
+def test_warp_moves_pixels():
+    image = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    assert torch.allclose(warp(image, torch.zeros(2, 2, 16, 16)), image, atol=1e-4)
+    flow = torch.zeros(2, 2, 16, 16)
+    flow[:, 0] = 2 * 3 / 16  # sample 3 pixels to the right
+    shifted = warp(image, flow)
+    assert torch.allclose(shifted[..., :13], image[..., 3:], atol=1e-4)
+
+
+def test_warp_generator_starts_near_the_photo():
+    identity, heatmaps, identity_heatmaps = _inputs()
+    out = Generator(mode="warp", **TINY)(identity, heatmaps, identity_heatmaps)
+    direct = Generator(mode="direct", **TINY)(identity, heatmaps, identity_heatmaps)
+    assert F.l1_loss(out, identity) < 0.5 * F.l1_loss(direct, identity)
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_discriminator_patch_logits(spectral_norm):
+    frame, heatmaps, _ = _inputs(size=64)
+    disc = Discriminator(spectral_norm=spectral_norm, **DISCRIMINATOR_SIZES["tiny"])
+    logits = disc(frame, heatmaps)
+    assert logits.shape == (2, 1, 14, 14)  # 64 → 32 → 16 by stride 2, then two stride-1 4x4 convs
+    default = Discriminator(spectral_norm=spectral_norm)
+    assert default(*_inputs(batch=1, size=256)[:2]).shape == (1, 1, 30, 30)  # pix2pix's 70x70 PatchGAN
+
+
+# L2F losses
+
+
+def test_lip_crop_finds_the_lips(face):
+    _, landmarks = face
+    # an image whose pixels hold their own coordinates: the crop's centre must be the box centre
+    ys, xs = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    coords = torch.stack([xs, ys])[None]
+    lips = landmarks[MOUTH][None]
+    crop = crop_lips(coords, lips, size=65, margin=0.0)
+    lo, hi = lips[0].amin(0), lips[0].amax(0)
+    assert torch.allclose(crop[0, :, 32, 32], (lo + hi) / 2, atol=0.05)
+    side = float((hi - lo).max())
+    assert float(crop[0, 0, 32, -1] - crop[0, 0, 32, 0]) == pytest.approx(side * 64 / 65, rel=0.02)
+
+
+def test_lip_crop_l1_sees_only_the_mouth(face):
+    image, landmarks = face
+    real, lips = image[None], landmarks[MOUTH][None]
+    assert float(lip_crop_l1(real, real.clone(), lips)) == 0.0
+    mouth = real.clone()
+    x0, y0 = landmarks[MOUTH].amin(0).long()
+    x1, y1 = landmarks[MOUTH].amax(0).long()
+    mouth[..., y0:y1, x0:x1] = -1.0  # a black mouth
+    assert float(lip_crop_l1(mouth, real, lips)) > 0.1
+    elsewhere = real.clone()
+    elsewhere[..., : y0 - 40, :] = 1.0  # everything well above the mouth turned white
+    elsewhere[..., :, : x0 - 40] = 1.0
+    assert float(lip_crop_l1(elsewhere, real, lips)) == 0.0
+    assert float(frame_l1(elsewhere, real)) > 0.1
+    # the lip term weighs a mouth change far more than the whole-frame L1 does
+    assert float(lip_crop_l1(mouth, real, lips)) > 5 * float(frame_l1(mouth, real))
+
+
+def test_lip_crop_l1_gradient_reaches_the_landmarks(face):
+    image, landmarks = face
+    real = image[None].double()
+    fake = torch.roll(real, shifts=3, dims=-1)
+    lips = landmarks[MOUTH][None].double().requires_grad_(True)
+    lip_crop_l1(fake, real, lips).backward()
+    assert torch.isfinite(lips.grad).all() and lips.grad.abs().sum() > 0
+    # matches a finite difference on the leftmost lip point's x (which moves the box)
+    k = int(lips[0, :, 0].argmin())
+    eps = 1e-5  # small: bilinear sampling has kinks where a sample crosses a pixel
+    plus, minus = lips.detach().clone(), lips.detach().clone()
+    plus[0, k, 0] += eps
+    minus[0, k, 0] -= eps
+    numeric = (lip_crop_l1(fake, real, plus) - lip_crop_l1(fake, real, minus)) / (2 * eps)
+    assert float(numeric) == pytest.approx(float(lips.grad[0, k, 0]), rel=0.02, abs=1e-7)
+
+
+def test_gan_loss_values():
+    logits = torch.tensor([[-2.0, 0.5], [1.0, 3.0]])
+    lsgan = GANLoss("lsgan")
+    assert float(lsgan(logits, True)) == pytest.approx(((logits - 1) ** 2).mean().item())
+    assert float(lsgan(logits, False)) == pytest.approx((logits**2).mean().item())
+    hinge = GANLoss("hinge")
+    assert float(hinge(logits, True)) == pytest.approx((3.0 + 0.5 + 0 + 0) / 4)
+    assert float(hinge(logits, False)) == pytest.approx((0 + 1.5 + 2.0 + 4.0) / 4)
+    assert float(hinge(logits, True, for_discriminator=False)) == pytest.approx(-logits.mean().item())
+    with pytest.raises(ValueError):
+        GANLoss("wgan")
+
+
+# a few training steps on a real face
+
+
+@pytest.mark.parametrize("mode", ["direct", "warp"])
+def test_tiny_generator_learns_a_real_face(face, mode):
+    """Two frames: the aligned astronaut and a copy shifted by a few pixels with its landmarks."""
+    torch.manual_seed(0)
+    image, landmarks = face
+    size = 64
+    shifts = [(0, 0), (4, 3)]  # (dx, dy) in 256-crop pixels
+    frames = torch.stack([torch.roll(image, shifts=(dy, dx), dims=(1, 2)) for dx, dy in shifts])
+    targets = torch.stack([landmarks + torch.tensor([dx, dy], dtype=torch.float32) for dx, dy in shifts])
+    small = F.interpolate(frames, size=size, mode="area")
+    identity = small[[0, 0]]
+    heatmaps = render_heatmaps(targets, size=size)
+    identity_heatmaps = render_heatmaps(landmarks, size=size).expand(2, -1, -1, -1)
+    lips = targets[:, MOUTH] * (size / 256)
+
+    gen = Generator(mode=mode, **TINY)
+    optimiser = torch.optim.Adam(gen.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        fake = gen(identity, heatmaps, identity_heatmaps)
+        loss = frame_l1(fake, small) + lip_crop_l1(fake, small, lips, size=16)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+# the trainer (train/train_l2f.py)
+
+
+def _load_trainer():
+    spec = importlib.util.spec_from_file_location("train_l2f", Path(__file__).parent.parent / "train" / "train_l2f.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_augment_moves_landmarks_with_the_face(face):
+    """Flipped, rotated, scaled, shifted: dlib finds the landmarks where the augmentation put them."""
+    image, landmarks = face
+    torch.manual_seed(0)
+    augment = _load_trainer().Augment(flip=1.0, rotation_deg=12, scale=0.12, shift_px=12)
+    (identity, target), (lm, _) = augment([image[None].repeat(2, 1, 1, 1)] * 2, [landmarks[None].repeat(2, 1, 1)] * 2)
+    assert torch.equal(identity, target)  # one draw for identity and target
+    assert not torch.allclose(identity[0], identity[1])  # a new draw per sample
+    for i in range(2):
+        found = detect_landmarks(((identity[i] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+        assert lmd(lm[i], found) < 1.5
+        assert lmd(lm[i, MIRROR], found) > 5  # the flip must renumber left and right
+
+
+class _ShiftedFaces(torch.utils.data.Dataset):
+    """The astronaut crop (at 64 px) as identity; targets shifted by a few pixels, landmarks with them."""
+
+    def __init__(self, image: torch.Tensor, landmarks: torch.Tensor, size: int = 64):
+        self.image, self.landmarks, self.size = image, landmarks, size
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict:
+        dx, dy = i % 3, i // 3 * 2
+        shifted = torch.roll(self.image, shifts=(dy, dx), dims=(1, 2))
+        small = [F.interpolate(x[None], size=self.size, mode="area")[0] for x in (self.image, shifted)]
+        return {"identity": small[0], "identity_landmarks": self.landmarks, "target": small[1],
+                "target_landmarks": self.landmarks + torch.tensor([dx, dy], dtype=torch.float32),
+                "clip_id": "ASTRONAUT_00001", "frame": i + 1}
+
+
+def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
+    trainer = _load_trainer()
+    data = _ShiftedFaces(*face)
+    manifest = {"dataset": "astronaut", "clip_list_hash": "0", "listed_clips": 1,
+                "splits": {"train": {"clips": 1}, "val": {"clips": 1}}}
+    monkeypatch.setattr(trainer, "load_data", lambda cache: (data, data, manifest))
+    common = ["--cache", "unused", "--size", "tiny", "--batch-size", "2", "--log-every", "1", "--save-every", "2",
+              "--sample-every", "2", "--val-every", "2", "--val-frames", "2", "--lmd-frames", "2"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    metrics = trainer.main([*common, "--out", str(whole), "--max-steps", "4"])
+    trainer.main([*common, "--out", str(parts), "--max-steps", "2"])
+    trainer.main([*common, "--out", str(parts), "--max-steps", "4", "--resume"])
+
+    def losses(run: Path) -> list[list[str]]:
+        rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()]
+        return [row[:-1] for row in rows]  # the last column is the step time
+
+    assert len(losses(whole)) == 5 and losses(whole) == losses(parts)
+    assert (whole / "val.csv").read_text() == (parts / "val.csv").read_text()
+    assert (whole / "samples" / "step_0000004.png").exists()
+    assert set(metrics) == {"l1", "psnr", "ssim", "lmd", "lmd_mouth"}
+    gen, config = load_checkpoint(whole / "l2f")
+    resumed, _ = load_checkpoint(parts / "l2f")
+    assert isinstance(gen, Generator) and config["dtype"] == "float16"
+    assert config["heatmaps"]["sigma"] == 2.0 and config["metrics"] == metrics
+    assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), resumed.state_dict().values()))
+    assert "lsgan" in (whole / "l2f.md").read_text()
