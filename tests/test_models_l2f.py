@@ -267,6 +267,6 @@ def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
     gen, config = load_checkpoint(whole / "l2f")
     resumed, _ = load_checkpoint(parts / "l2f")
     assert isinstance(gen, Generator) and config["dtype"] == "float16"
-    assert config["heatmaps"]["sigma"] == 2.0 and config["metrics"] == metrics
+    assert config["heatmap_sigma"] == 2.0 and config["image_size"] == 64 and config["metrics"] == metrics
     assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), resumed.state_dict().values()))
     assert "lsgan" in (whole / "l2f.md").read_text()

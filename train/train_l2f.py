@@ -338,7 +338,11 @@ def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict,
     command = "python train/train_l2f.py " + shlex.join(argv)
     config = {
         "stage": "l2f",
-        "heatmaps": {"size": CROP_SIZE, "sigma": args.sigma, "crop_size": CROP_SIZE, "channels": NUM_CHANNELS},
+        # what the pipeline needs to draw the generator's input as in training
+        "image_size": int(model.identity.shape[-1]),
+        "heatmap_sigma": args.sigma,
+        "heatmap_channels": NUM_CHANNELS,
+        "heatmap_scale": HEATMAP_SCALE,
         "training": {"command": command, "steps": state.step, "args": vars(args)},
         "data": {**{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
                  "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()}},
