@@ -1,0 +1,141 @@
+"""What the three A2L-side trainers share: clips as normalised landmark batches, and the model record.
+
+The word detector, the MI estimator and the landmark predictor all read `LandmarkDataset` clips and work
+in the canonical landmark frame of `talkface.face.normalise_landmarks`, each frame normalised with its
+own head pose (Procrustes on the nose and eye corners): audio cannot predict where the head turns, so
+pose is taken out of both input and target, and put back (with the ground truth's pose) only to
+measure LMD in crop pixels. The app does the same with the photo's pose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from talkface import audio
+from talkface.data.dataset import LandmarkDataset, read_manifest
+from talkface.face import Similarity, denormalise_landmarks, normalise_landmarks
+
+# The input definition every A2L-side checkpoint records, so the app can check it computes the same.
+FEATURES = {
+    "sample_rate": audio.SAMPLE_RATE,
+    "fps": audio.FPS,
+    "mfcc_hop_seconds": audio.HOP_SECONDS,
+    "mfcc_window": audio.WINDOW_FRAMES,
+    "n_mfcc": audio.N_MFCC - 1,
+    "landmarks": "68 dlib points, each frame in the canonical frame of talkface.face.normalise_landmarks",
+}
+
+
+@dataclass
+class LandmarkBatch:
+    """One batch on the device: model inputs/targets in the canonical frame, plus what LMD needs."""
+
+    mfcc: torch.Tensor  # (B, T, 28, 12)
+    landmarks: torch.Tensor  # (B, T, 68, 2) canonical frame
+    ref: torch.Tensor  # (B, 68, 2) canonical frame
+    words: torch.Tensor  # (B,)
+    pixels: torch.Tensor  # (B, T, 68, 2) ground truth, crop pixels
+    pose: Similarity  # per frame, canonical frame <-> crop pixels
+
+    def to_pixels(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Canonical-frame landmarks (B, T, 68, 2) → crop pixels, with the ground truth's head pose."""
+        return denormalise_landmarks(landmarks, self.pose)
+
+
+def to_batch(batch: dict[str, Any], device: torch.device) -> LandmarkBatch:
+    pixels = batch["landmarks"].to(device).float()
+    landmarks, pose = normalise_landmarks(pixels)
+    ref, _ = normalise_landmarks(batch["ref_landmarks"].to(device).float())
+    return LandmarkBatch(
+        mfcc=batch["mfcc"].to(device).float(),
+        landmarks=landmarks,
+        ref=ref,
+        words=batch["word"].to(device),
+        pixels=pixels,
+        pose=pose,
+    )
+
+
+def load_data(cache: str) -> tuple[Dataset, dict[str, Dataset], dict[str, Any]]:
+    """The training split, the evaluation splits present (val, test) and the cache manifest.
+
+    Clips are small (29 × (28×12 + 68×2) numbers), so whole splits are read into memory.
+    """
+    manifest = read_manifest(cache)
+    evaluation = {s: LandmarkDataset(cache, s, in_memory=True) for s in ("val", "test") if s in manifest["splits"]}
+    return LandmarkDataset(cache, "train", in_memory=True), evaluation, manifest
+
+
+def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Which data a checkpoint learnt from, for its JSON and model card."""
+    return {
+        **{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
+        "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()},
+        "words": len(manifest.get("vocabulary", [])),
+    }
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    return f"python train/{script} " + shlex.join(argv)
+
+
+def write_model_card(stem: Path, title: str, summary: list[str], config: dict[str, Any], model: nn.Module) -> None:
+    """STEM.md next to the checkpoint: what it is, how it was trained, what it measured."""
+    params = sum(p.numel() for p in model.parameters())
+    size_mb = stem.with_suffix(".safetensors").stat().st_size / 1e6
+    data = config["data"]
+    training = config["training"]
+    lines = [
+        f"# {title}",
+        "",
+        *summary,
+        "",
+        f"- {type(model).__name__}, {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
+        f"- Trained {training['steps']} steps ({training['seconds'] / 60:.0f} min on {training['device']}).",
+        f"- Data: `{data.get('dataset')}` cache, clip list hash `{data.get('clip_list_hash')}`, clips {data['clips']}.",
+        f"- Command: `{training['command']}`",
+        "",
+        "## Measured",
+        "",
+        "| split | metric | value |",
+        "|---|---|---|",
+        *(f"| {split} | {k} | {v:.4f} |" for split, m in config["metrics"].items() for k, v in m.items()),
+        "",
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+
+
+def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int, lr: float) -> None:
+    """Flags every A2L-side trainer has: I/O, resuming, logging cadence, optimiser, data loading."""
+    # I/O
+    p.add_argument("--cache", required=True, help="prepared cache (python -m talkface.data.prepare)")
+    p.add_argument("--out", required=True, help="run folder: logs, resumable state, final checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--val-every", type=int, default=500, help="evaluate on the val split every N steps")
+    p.add_argument("--save-every", type=int, default=200, help="write the resumable state every N steps")
+    # optimiser and data
+    p.add_argument("--max-steps", type=int, default=max_steps)
+    p.add_argument("--batch-size", type=int, default=batch_size, help="per process")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (Adam), cosine decay to 10%%")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0, help="> 0 is faster; resume is then not bit-exact")
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak at --max-steps (nanoGPT's schedule)."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.max_steps - args.warmup))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -1,0 +1,256 @@
+"""Train A2L, the audio-to-landmarks predictor (paper §III-A): L = L_rec + λ_wd L_wd + λ_tr L_tr.
+
+    # the four ablations of the paper (the judges must be trained first: train_word_detector.py,
+    # train_mi_estimator.py; by default they are read from assets/checkpoints/)
+    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_baseline
+    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd --lambda-wd 0.001
+    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_tr --lambda-tr 0.001
+    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd_tr --lambda-wd 0.001 --lambda-tr 0.001
+    # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
+    torchrun --nproc_per_node=N train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd_tr ...
+    # continue an interrupted run exactly where it stopped
+    python train/train_a2l.py ... --resume
+
+The predictor sees each clip's MFCC windows and its reference landmarks (frame 0) and predicts all 29
+frames' landmarks in the canonical frame. The word detector and the MI estimator, frozen, judge the
+predictions (L_wd on the centre 25 frames, L_tr on all). Evaluation reports LMD in crop pixels (all 68
+points and the 20 mouth points, predictions put back in the ground truth's head pose), the LMD of the
+still reference face for scale, and — whichever judges are at hand, whatever the λ — the detector's word
+accuracy and the estimator's MI on the predictions. OUT gets log.csv, val.csv, last.safetensors (the
+resumable state) and NAME.safetensors (fp16) + .json + .md (model card), NAME = a2l_baseline, a2l_wd,
+a2l_tr or a2l_wd_tr from the λs: copy those three to assets/checkpoints/ to ship them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.checkpoints import atomic_save_json, bundled, load_checkpoint, save_checkpoint, unwrap
+from talkface.face import MOUTH
+from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, word_loss
+from talkface.metrics import lmd
+from talkface.models.a2l import LandmarkPredictor
+from talkface.models.mi_estimator import mine_lower_bound
+from talkface.training import (
+    CSVLogger,
+    Run,
+    TrainState,
+    epoch_batches,
+    freeze,
+    load_training_state,
+    make_loader,
+    progress,
+    save_training_state,
+    setup,
+    teardown,
+    wrap_ddp,
+)
+from train.landmark_data import (
+    FEATURES,
+    add_common_args,
+    command_line,
+    data_record,
+    learning_rate,
+    load_data,
+    to_batch,
+    write_model_card,
+)
+
+SIZES = {"default": {}, "tiny": dict(audio_channels=(8, 8, 8), audio_dim=16, landmark_dim=8, hidden=16, num_layers=1)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    add_common_args(p, max_steps=8000, batch_size=64, lr=1e-3)
+    p.add_argument("--name", help="checkpoint name (default: a2l_baseline / a2l_wd / a2l_tr / a2l_wd_tr from the λs)")
+    # model
+    p.add_argument("--size", choices=sorted(SIZES), default="default")
+    # losses
+    p.add_argument("--lambda-wd", type=float, default=0.0, help="weight of the word loss L_wd (0: off)")
+    p.add_argument("--lambda-tr", type=float, default=0.0, help="weight of the temporal residual loss L_tr (0: off)")
+    p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
+    p.add_argument("--estimator", default=str(bundled("mi_estimator")), help="MI estimator checkpoint stem")
+    return p.parse_args(argv)
+
+
+def variant_name(args: argparse.Namespace) -> str:
+    suffix = "_".join(name for name, weight in (("wd", args.lambda_wd), ("tr", args.lambda_tr)) if weight > 0)
+    return args.name or f"a2l_{suffix or 'baseline'}"
+
+
+def load_judge(stem: str, needed: bool, run: Run) -> nn.Module | None:
+    """A frozen pretrained judge; None when it is not needed and not there (evaluation then skips it)."""
+    if not needed and not Path(stem).with_suffix(".json").exists():
+        return None
+    model, _ = load_checkpoint(stem, device=run.device)
+    return freeze(model)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    run: Run,
+    batch_size: int,
+    detector: nn.Module | None,
+    estimator: nn.Module | None,
+) -> dict[str, float]:
+    """LMD (pixels; all, mouth, and for the still reference face), L_rec, and the judges' view of a split."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    for items in DataLoader(dataset, batch_size=batch_size, drop_last=len(dataset) > batch_size):
+        batch = to_batch(items, run.device)
+        pred = model(batch.mfcc, batch.ref)
+        pixels, still = batch.to_pixels(pred), batch.to_pixels(batch.ref.unsqueeze(1).expand_as(pred))
+        n = len(batch.words)
+        values = {
+            "lmd": lmd(pixels, batch.pixels) * n,
+            "lmd_mouth": lmd(pixels, batch.pixels, MOUTH) * n,
+            "lmd_still": lmd(still, batch.pixels) * n,
+            "l_rec": landmark_l2(pred, batch.landmarks).item() * n,
+        }
+        if detector is not None:
+            values["word_accuracy"] = (detector(centre_frames(pred)).argmax(1) == batch.words).sum().item()
+        if estimator is not None:
+            values["mi"] = mine_lower_bound(*estimator(batch.mfcc, pred, shift=1))[0].item() * n
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += n
+    model.train(was_training)
+    return {k: v / count for k, v in sums.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    out, name = Path(args.out), variant_name(args)
+    run = setup(args.seed)
+    train_set, evaluation, manifest = load_data(args.cache)
+    detector = load_judge(args.detector, args.lambda_wd > 0, run)
+    estimator = load_judge(args.estimator, args.lambda_tr > 0, run)
+    if detector is not None and unwrap(detector).fc2.out_features != len(manifest["vocabulary"]):
+        raise SystemExit(f"the word detector {args.detector} knows another vocabulary than the cache {args.cache}")
+    model = wrap_ddp(LandmarkPredictor(**SIZES[args.size]), run)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
+    if len(loader) == 0:
+        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
+    state = TrainState(hparams=vars(args))
+    if args.resume and (out / "last.safetensors").exists():
+        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer})
+    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
+    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
+    if run.is_main:
+        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+
+    bar = progress(None, run, total=args.max_steps, initial=state.step, desc=name)
+    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
+    start = tic
+    while state.step < args.max_steps:
+        for i, items in epoch_batches(loader, state.epoch, state.batch):
+            batch = to_batch(items, run.device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(state.step, args)
+            pred = model(batch.mfcc, batch.ref)
+            losses = {"l_rec": landmark_l2(pred, batch.landmarks)}
+            if args.lambda_wd > 0:
+                losses["l_wd"] = word_loss(detector, pred, batch.words)
+            if args.lambda_tr > 0:
+                losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred)
+            total = (
+                losses["l_rec"] + args.lambda_wd * losses.get("l_wd", 0.0) + args.lambda_tr * losses.get("l_tr", 0.0)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            state.step += 1
+            bar.update(1)
+            if state.step % args.log_every == 0:
+                values = {k: v.item() for k, v in losses.items()}
+                log.log(
+                    step=state.step,
+                    epoch=state.epoch,
+                    loss=total.item(),
+                    **values,
+                    lr=optimizer.param_groups[0]["lr"],
+                    s_per_step=(time.perf_counter() - tic) / args.log_every,
+                )
+                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
+                tic = time.perf_counter()
+            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
+                val_log.log(
+                    step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size, detector, estimator)
+                )
+            if state.step % args.save_every == 0 or state.step == args.max_steps:
+                state.batch, state.log_pos = i + 1, log.position()
+                state.extra.update(val_log_pos=val_log.position(), seconds=seconds + time.perf_counter() - start)
+                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
+            if state.step >= args.max_steps:
+                break
+        else:
+            state.epoch, state.batch = state.epoch + 1, 0
+    bar.close()
+
+    metrics: dict[str, dict[str, float]] = {}
+    if run.is_main:
+        metrics = {
+            split: evaluate(model, data, run, args.batch_size, detector, estimator)
+            for split, data in evaluation.items()
+        }
+        predictor = unwrap(model)
+        config = {
+            "stage": "a2l",
+            "variant": name,
+            "lambda_wd": args.lambda_wd,
+            "lambda_tr": args.lambda_tr,
+            "features": FEATURES,
+            "input": "MFCC windows (T, 28, 12) and the reference landmarks (68, 2), both canonical frame",
+            "output": "landmarks (T, 68, 2) in the canonical frame; denormalise with the reference's pose",
+            "judges": {
+                "word_detector": args.detector if detector else None,
+                "mi_estimator": args.estimator if estimator else None,
+            },
+            "training": {
+                "command": command_line("train_a2l.py", argv),
+                "steps": state.step,
+                "seconds": seconds + time.perf_counter() - start,
+                "device": str(run.device),
+                "processes": run.world_size,
+                "args": vars(args),
+            },
+            "data": data_record(manifest),
+            "metrics": metrics,
+        }
+        stem = save_checkpoint(out / name, predictor, config, half=True)
+        write_model_card(
+            stem,
+            f"A2L landmark predictor `{name}` (audio → landmarks)",
+            [
+                "Zheng et al., ICPR 2020, §III-A: audio encoder (MFCC windows) + landmark encoder (reference face) +",
+                f"LSTM decoder, trained with L_rec + {args.lambda_wd} L_wd + {args.lambda_tr} L_tr.",
+                "LMD is in pixels of the 256×256 aligned crop, predictions placed in the ground truth's head pose;",
+                "`lmd_still` is the LMD of not moving at all (the reference face in every frame), for scale.",
+                "Paper (LRW, its own data, not comparable): A2L LMD 3.43 baseline, 3.08 +WD, 3.27 +TR, 3.03 +WD+TR.",
+            ],
+            config,
+            predictor,
+        )
+        print(f"wrote {stem}.safetensors/.json/.md; {metrics}")
+    teardown(run)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Train Est_m, the audio/landmark mutual-information estimator (paper §III-A, MINE), on ground truth.
+
+    # one process: CPU, or the first GPU if there is one
+    python train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator
+    # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
+    torchrun --nproc_per_node=N train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator
+    # continue an interrupted run exactly where it stopped
+    python train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator --resume
+
+The statistics network T learns to tell a clip's own (audio residual, landmark residual) pair from the
+audio of one clip paired with the landmarks of another, by maximising the Donsker–Varadhan bound with
+MINE's moving-average gradient. Besides the bound on true pairs (`mi`), evaluation reports it for the
+same clips with the landmarks shifted 6 frames (240 ms) late (`mi_late`): the gap is the sensitivity to
+synchrony that L_tr rewards. OUT gets log.csv, val.csv, last.safetensors (the resumable state) and
+mi_estimator.safetensors (fp16) + .json + .md (model card): copy those three to assets/checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
+from talkface.models.mi_estimator import MIEstimator, mine_lower_bound
+from talkface.training import (
+    CSVLogger,
+    Run,
+    TrainState,
+    epoch_batches,
+    load_training_state,
+    make_loader,
+    progress,
+    save_training_state,
+    setup,
+    teardown,
+    wrap_ddp,
+)
+from train.landmark_data import (
+    FEATURES,
+    add_common_args,
+    command_line,
+    data_record,
+    learning_rate,
+    load_data,
+    to_batch,
+    write_model_card,
+)
+
+SIZES = {"default": {}, "tiny": dict(hidden=16)}
+LATE_FRAMES = 6
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    add_common_args(p, max_steps=4000, batch_size=64, lr=1e-3)
+    p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--ema-rate", type=float, default=0.01, help="MINE's moving average of E_Q[e^T]")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, run: Run, batch_size: int) -> dict[str, float]:
+    """Mean DV bound over the split's batches: true timing (`mi`) and landmarks LATE_FRAMES late."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    totals = {"mi": 0.0, "mi_late": 0.0}
+    batches = 0
+    for items in DataLoader(dataset, batch_size=batch_size, drop_last=len(dataset) > batch_size):
+        batch = to_batch(items, run.device)
+        late = batch.landmarks.roll(LATE_FRAMES, dims=1)
+        for key, landmarks in (("mi", batch.landmarks), ("mi_late", late)):
+            totals[key] += mine_lower_bound(*model(batch.mfcc, landmarks, shift=1))[0].item()
+        batches += 1
+    model.train(was_training)
+    return {k: v / batches for k, v in totals.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    out = Path(args.out)
+    run = setup(args.seed)
+    train_set, evaluation, manifest = load_data(args.cache)
+    model = wrap_ddp(MIEstimator(**SIZES[args.size]), run)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
+    if len(loader) == 0:
+        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
+    state = TrainState(hparams=vars(args))
+    if args.resume and (out / "last.safetensors").exists():
+        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer})
+    ema = torch.tensor(state.extra["ema"], device=run.device) if "ema" in state.extra else None
+    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
+    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
+    if run.is_main:
+        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+
+    bar = progress(None, run, total=args.max_steps, initial=state.step, desc="MI estimator")
+    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
+    start = tic
+    while state.step < args.max_steps:
+        for i, items in epoch_batches(loader, state.epoch, state.batch):
+            batch = to_batch(items, run.device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(state.step, args)
+            mi, loss, ema = mine_lower_bound(*model(batch.mfcc, batch.landmarks), ema, args.ema_rate)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            bar.update(1)
+            if state.step % args.log_every == 0:
+                log.log(
+                    step=state.step,
+                    epoch=state.epoch,
+                    mi=mi.item(),
+                    loss=loss.item(),
+                    ema=ema.item(),
+                    lr=optimizer.param_groups[0]["lr"],
+                    s_per_step=(time.perf_counter() - tic) / args.log_every,
+                )
+                bar.set_postfix(mi=f"{mi.item():.3f}")
+                tic = time.perf_counter()
+            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
+                val_log.log(step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size))
+            if state.step % args.save_every == 0 or state.step == args.max_steps:
+                state.batch, state.log_pos = i + 1, log.position()
+                state.extra.update(
+                    val_log_pos=val_log.position(), ema=ema.item(), seconds=seconds + time.perf_counter() - start
+                )
+                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
+            if state.step >= args.max_steps:
+                break
+        else:
+            state.epoch, state.batch = state.epoch + 1, 0
+    bar.close()
+
+    metrics: dict[str, dict[str, float]] = {}
+    if run.is_main:
+        metrics = {split: evaluate(model, data, run, args.batch_size) for split, data in evaluation.items()}
+        estimator = unwrap(model)
+        config = {
+            "stage": "mi_estimator",
+            "features": FEATURES,
+            "input": "a clip's MFCC windows and landmarks; the estimator takes their frame-to-frame residuals",
+            "training": {
+                "command": command_line("train_mi_estimator.py", argv),
+                "steps": state.step,
+                "seconds": seconds + time.perf_counter() - start,
+                "device": str(run.device),
+                "processes": run.world_size,
+                "args": vars(args),
+            },
+            "data": data_record(manifest),
+            "metrics": metrics,
+        }
+        stem = save_checkpoint(out / "mi_estimator", estimator, config, half=True)
+        write_model_card(
+            stem,
+            "MI estimator Est_m (audio residuals × landmark residuals)",
+            [
+                "Zheng et al., ICPR 2020, §III-A, after MINE (Belghazi et al. 2018): a two-stream statistics network",
+                "(three convolution layers, two fully connected) whose Donsker–Varadhan bound estimates the mutual",
+                "information between frame-to-frame audio change and landmark change. Frozen, it scores the A2L",
+                f"predictor's landmarks (L_tr = −MI). `mi_late`: the same clips, landmarks {LATE_FRAMES} frames late.",
+            ],
+            config,
+            estimator,
+        )
+        print(f"wrote {stem}.safetensors/.json/.md; {metrics}")
+    teardown(run)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

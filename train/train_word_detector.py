@@ -1,0 +1,199 @@
+"""Train Det_w, the word detector (paper §III-A), on ground-truth landmark sequences.
+
+    # one process: CPU, or the first GPU if there is one
+    python train/train_word_detector.py --cache data/cache/synth --out runs/word_detector
+    # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
+    torchrun --nproc_per_node=N train/train_word_detector.py --cache data/cache/synth --out runs/word_detector
+    # continue an interrupted run exactly where it stopped
+    python train/train_word_detector.py --cache data/cache/synth --out runs/word_detector --resume
+
+It learns which of the vocabulary's words a 25-frame landmark sequence says. During training each clip
+shows a random 25-frame window of its 29 frames (the word stays inside) with a little landmark noise, so
+that the frozen detector later judges the imperfect landmarks of the A2L predictor sensibly; evaluation
+uses the centre 25 frames, as the A2L word loss does. OUT gets log.csv, val.csv, last.safetensors (the
+resumable state) and word_detector.safetensors (fp16) + .json + .md (model card): copy those three to
+assets/checkpoints/ to ship them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
+from talkface.losses import WORD_FRAMES, centre_frames
+from talkface.models.word_detector import WordDetector
+from talkface.training import (
+    CSVLogger,
+    Run,
+    TrainState,
+    epoch_batches,
+    load_training_state,
+    make_loader,
+    progress,
+    save_training_state,
+    setup,
+    teardown,
+    wrap_ddp,
+)
+from train.landmark_data import (
+    FEATURES,
+    add_common_args,
+    command_line,
+    data_record,
+    learning_rate,
+    load_data,
+    to_batch,
+    write_model_card,
+)
+
+SIZES = {"default": {}, "tiny": dict(hidden=16, num_layers=1, fc_dim=16)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    add_common_args(p, max_steps=6000, batch_size=64, lr=2e-3)
+    # model
+    p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--dropout", type=float, default=0.3)
+    # augmentation
+    p.add_argument("--noise", type=float, default=0.005, help="landmark noise std (canonical frame units)")
+    p.add_argument("--no-shift", action="store_true", help="always the centre 25 frames, no random window")
+    return p.parse_args(argv)
+
+
+def random_windows(landmarks: torch.Tensor, frames: int = WORD_FRAMES) -> torch.Tensor:
+    """A random `frames`-long window of each clip (B, T, ...) → (B, frames, ...)."""
+    b, t = landmarks.shape[:2]
+    start = torch.randint(0, t - frames + 1, (b, 1), device=landmarks.device)
+    index = start + torch.arange(frames, device=landmarks.device)
+    return landmarks[torch.arange(b, device=landmarks.device)[:, None], index]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, run: Run, batch_size: int) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and cross-entropy on the centre 25 frames of every clip of a split."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    loss = correct = top5 = count = 0.0
+    for items in DataLoader(dataset, batch_size=batch_size):
+        batch = to_batch(items, run.device)
+        logits = model(centre_frames(batch.landmarks))
+        loss += F.cross_entropy(logits, batch.words, reduction="sum").item()
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct += (best[:, 0] == batch.words).sum().item()
+        top5 += (best == batch.words[:, None]).any(dim=1).sum().item()
+        count += len(batch.words)
+    model.train(was_training)
+    return {"accuracy": correct / count, "top5": top5 / count, "loss": loss / count}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    out = Path(args.out)
+    run = setup(args.seed)
+    train_set, evaluation, manifest = load_data(args.cache)
+    kwargs = {"n_words": len(manifest["vocabulary"]), "dropout": args.dropout, **SIZES[args.size]}
+    model = wrap_ddp(WordDetector(**kwargs), run)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
+    if len(loader) == 0:
+        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
+    state = TrainState(hparams=vars(args))
+    if args.resume and (out / "last.safetensors").exists():
+        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer})
+    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
+    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
+    if run.is_main:
+        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+
+    bar = progress(None, run, total=args.max_steps, initial=state.step, desc="word detector")
+    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
+    start = tic
+    while state.step < args.max_steps:
+        for i, items in epoch_batches(loader, state.epoch, state.batch):
+            batch = to_batch(items, run.device)
+            landmarks = centre_frames(batch.landmarks) if args.no_shift else random_windows(batch.landmarks)
+            landmarks = landmarks + args.noise * torch.randn_like(landmarks)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(state.step, args)
+            logits = model(landmarks)
+            loss = F.cross_entropy(logits, batch.words)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            bar.update(1)
+            if state.step % args.log_every == 0:
+                accuracy = (logits.argmax(1) == batch.words).float().mean().item()
+                log.log(
+                    step=state.step,
+                    epoch=state.epoch,
+                    loss=loss.item(),
+                    accuracy=accuracy,
+                    lr=optimizer.param_groups[0]["lr"],
+                    s_per_step=(time.perf_counter() - tic) / args.log_every,
+                )
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
+                tic = time.perf_counter()
+            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
+                val_log.log(step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size))
+            if state.step % args.save_every == 0 or state.step == args.max_steps:
+                state.batch, state.log_pos = i + 1, log.position()
+                state.extra.update(val_log_pos=val_log.position(), seconds=seconds + time.perf_counter() - start)
+                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
+            if state.step >= args.max_steps:
+                break
+        else:
+            state.epoch, state.batch = state.epoch + 1, 0
+    bar.close()
+
+    metrics: dict[str, dict[str, float]] = {}
+    if run.is_main:
+        metrics = {split: evaluate(model, data, run, args.batch_size) for split, data in evaluation.items()}
+        detector = unwrap(model)
+        config = {
+            "stage": "word_detector",
+            "features": FEATURES,
+            "input": f"the centre {WORD_FRAMES} frames of a clip's landmarks",
+            "vocabulary": manifest["vocabulary"],
+            "training": {
+                "command": command_line("train_word_detector.py", argv),
+                "steps": state.step,
+                "seconds": seconds + time.perf_counter() - start,
+                "device": str(run.device),
+                "processes": run.world_size,
+                "args": vars(args),
+            },
+            "data": data_record(manifest),
+            "metrics": metrics,
+        }
+        stem = save_checkpoint(out / "word_detector", detector, config, half=True)
+        write_model_card(
+            stem,
+            "Word detector Det_w (landmarks → word)",
+            [
+                "Zheng et al., ICPR 2020, §III-A: an LSTM and two fully connected layers name the word a 25-frame",
+                "sequence of 68 landmarks says. Frozen, it scores the A2L predictor's landmarks (L_wd).",
+                "Paper: 98.24 % accuracy on LRW, 96.73 % on GRID (its own data; not comparable to ours).",
+            ],
+            config,
+            detector,
+        )
+        print(f"wrote {stem}.safetensors/.json/.md; {metrics}")
+    teardown(run)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
