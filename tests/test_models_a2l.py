@@ -59,6 +59,17 @@ def test_predictor_shape_and_starts_at_reference():
     assert moved.abs().mean() > 1e-4 and not torch.allclose(moved[:, 0], moved[:, 1])  # audio-dependent motion
 
 
+def test_predictor_in_chunks_equals_one_call():
+    torch.manual_seed(0)
+    model = LandmarkPredictor(**TINY_A2L).eval()
+    with torch.no_grad():
+        model.head.weight.normal_()
+        mfcc, ref = torch.randn(2, 10, 28, 12), torch.randn(2, 68, 2)
+        first, state = model.forward_with_state(mfcc[:, :4], ref)
+        second, _ = model.forward_with_state(mfcc[:, 4:], ref, state)
+        torch.testing.assert_close(torch.cat([first, second], dim=1), model(mfcc, ref))
+
+
 def test_word_detector_shape_and_ignores_identity():
     torch.manual_seed(0)
     detector = WordDetector(**TINY_WD)

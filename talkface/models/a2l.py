@@ -119,9 +119,19 @@ class LandmarkPredictor(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_state(mfcc, ref_landmarks)[0]
+
+    def forward_with_state(
+        self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward`, continuing from the LSTM `state` of a previous call and returning the new one.
+
+        Feeding a long recording chunk by chunk this way gives the same landmarks as one call, with memory
+        bounded by the chunk length.
+        """
         b, t = mfcc.shape[:2]
         audio = self.audio_encoder(mfcc.flatten(0, 1)).view(b, t, -1)
         identity = self.landmark_encoder(ref_landmarks).unsqueeze(1).expand(b, t, -1)
-        hidden, _ = self.decoder(torch.cat([audio, identity], dim=-1))
+        hidden, state = self.decoder(torch.cat([audio, identity], dim=-1), state)
         displacement = self.head(hidden).view(b, t, self.n_points, 2)
-        return ref_landmarks.unsqueeze(1) + displacement
+        return ref_landmarks.unsqueeze(1) + displacement, state
