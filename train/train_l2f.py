@@ -314,6 +314,7 @@ def evaluate(model: L2FModel, dataset: Dataset, indices: list[int], with_lmd: bo
         l1.append(F.l1_loss(fake, model.target, reduction="none").flatten(1).mean(1))
         fakes.append(((fake.clamp(-1, 1) + 1) / 2).cpu())
         reals.append(((model.target + 1) / 2).cpu())
+    model.fake = fake  # so that visuals() shows this last batch, inputs and outputs alike
     gen.train()
     fake, real = torch.cat(fakes), torch.cat(reals)
     metrics = {"l1": torch.cat(l1).mean().item(), "psnr": psnr(fake, real, channel_axis=1),
