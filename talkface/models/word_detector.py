@@ -19,7 +19,8 @@ class WordDetector(nn.Module):
     over the clip and says nothing about the word, and would otherwise dominate the input; velocities
     make opening/closing events explicit, which the LSTM would otherwise have to learn to differentiate.
     Both are standardised with batch-norm statistics of the ground truth, which also fixes the yardstick
-    when the frozen detector later judges predicted landmarks. The LSTM outputs are averaged over time.
+    when the frozen detector later judges predicted landmarks. The LSTM is bidirectional **(ours: the
+    paper does not say)**, as the whole sequence is at hand, and its outputs are averaged over time.
     """
 
     def __init__(
