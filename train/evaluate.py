@@ -1,0 +1,252 @@
+"""Evaluate the shipped checkpoints like the paper's tables; print them and write Markdown + JSON.
+
+    python train/evaluate.py --cache /work/data/cache --checkpoints assets/checkpoints --out eval/
+    python train/evaluate.py ... --skip-l2f          # A2L-side tables only (seconds)
+
+On the cache's test split (voices and faces never seen in training), reported separately for the
+synthetic speech and for the real recorded speech part (clips whose sidecar says ``"subset": "real"``):
+
+- Word detector on ground-truth landmarks: top-1 / top-5 (the paper's Table I analogue).
+- MI estimator: the MINE (Donsker-Varadhan) estimate on true audio/landmark pairs vs pairs whose
+  landmarks run late (a desynchronised "marginal").
+- A2L per ablation (Baseline, +WD, +TR, +WD+TR): LMD over all 68 points and the 20 mouth points in
+  pixels of the 256x256 crop (the paper's Table IV A2L column); the word detector's accuracy on the
+  *predicted* landmarks; and audio-visual sync: the lag (frames) that maximises the mean correlation of
+  predicted with ground-truth mouth opening, and that correlation.
+- L2F on ground-truth landmarks: PSNR, SSIM and LMD of dlib landmarks on generated vs real frames (the
+  paper's Table II columns); and the full pipeline per ablation (A2L -> heatmaps -> L2F), Table IV's L2F
+  columns; plus a contact sheet identity | target landmarks | generated | real.
+
+Nothing here tunes anything: it reads the checkpoints and measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.checkpoints import load_checkpoint
+from talkface.data.dataset import FrameDataset, LandmarkDataset
+from talkface.data.prepare import read_shard_meta
+from talkface.face import MOUTH, detect_landmarks, mouth_opening
+from talkface.metrics import lmd, psnr, ssim
+from talkface.training import Run, setup
+from talkface.video import contact_sheet
+from train.landmark_data import to_batch
+from train.train_a2l import evaluate as evaluate_a2l
+from train.train_mi_estimator import evaluate as evaluate_mi
+from train.train_word_detector import evaluate as evaluate_wd
+
+ABLATIONS = {"a2l_baseline": "Baseline", "a2l_wd": "+WD", "a2l_tr": "+TR", "a2l_wd_tr": "+WD+TR"}
+MAX_LAG = 6  # frames each way
+
+
+# helpers
+
+
+def subsets(dataset: LandmarkDataset) -> dict[str, Subset]:
+    """Split a test set by the clips' sidecars: synthetic speech vs real recorded speech.
+
+    Real LRW/GRID clips have no sidecar: they all count as ``all``.
+    """
+    kinds: list[str] = []
+    for path in dataset.shards.paths:
+        meta = read_shard_meta(path) or {}
+        for video in meta.get("videos", []):
+            sidecar = Path(video).with_suffix(".json")
+            kinds.append(json.loads(sidecar.read_text()).get("subset", "all") if sidecar.exists() else "all")
+    groups: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        groups.setdefault(kind, []).append(i)
+    return {kind: Subset(dataset, idx) for kind, idx in sorted(groups.items())}
+
+
+@torch.no_grad()
+def predict_pixels(model: torch.nn.Module, dataset, run: Run, batch_size: int = 64):
+    """Predicted and ground-truth landmarks of every clip, in crop pixels (ground truth's head pose)."""
+    preds, truths = [], []
+    for items in DataLoader(dataset, batch_size=batch_size):
+        batch = to_batch(items, run.device)
+        preds.append(batch.to_pixels(model(batch.mfcc, batch.ref)).cpu())
+        truths.append(batch.pixels.cpu())
+    return torch.cat(preds), torch.cat(truths)
+
+
+def sync(pred: torch.Tensor, true: torch.Tensor, max_lag: int = MAX_LAG) -> dict[str, float]:
+    """The lag (frames; positive = prediction late) maximising the mean per-clip correlation of mouth opening."""
+    a = mouth_opening(pred.numpy())  # (N, T)
+    b = mouth_opening(true.numpy())
+    best = (0, -2.0)
+    for lag in range(-max_lag, max_lag + 1):
+        x = a[:, max(lag, 0) : a.shape[1] + min(lag, 0)]
+        y = b[:, max(-lag, 0) : b.shape[1] + min(-lag, 0)]
+        x = x - x.mean(1, keepdims=True)
+        y = y - y.mean(1, keepdims=True)
+        denom = np.sqrt((x**2).sum(1) * (y**2).sum(1))
+        ok = denom > 1e-9
+        corr = float(((x * y).sum(1)[ok] / denom[ok]).mean()) if ok.any() else 0.0
+        if corr > best[1]:
+            best = (lag, corr)
+    return {"sync_lag": float(best[0]), "sync_corr": best[1]}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Markdown table; columns are (key, header, format)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [("–" if r.get(k) is None else format(r[k], f) if f else str(r[k])) for k, _, f in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# the tables
+
+
+def evaluate_a2l_side(cache: str, ckpt: Path, split: str, run: Run) -> dict:
+    test = LandmarkDataset(cache, split, in_memory=True)
+    parts = subsets(test)
+    detector = estimator = None
+    out: dict = {"clips": {k: len(v) for k, v in parts.items()}, "word_detector": {}, "mi_estimator": {}, "a2l": {}}
+    if ckpt.joinpath("word_detector.json").exists():
+        detector, _ = load_checkpoint(ckpt / "word_detector", device=run.device)
+        out["word_detector"] = {k: evaluate_wd(detector, d, run, 64) for k, d in parts.items()}
+    if ckpt.joinpath("mi_estimator.json").exists():
+        estimator, _ = load_checkpoint(ckpt / "mi_estimator", device=run.device)
+        out["mi_estimator"] = {k: evaluate_mi(estimator, d, run, 64) for k, d in parts.items()}
+    for name, label in ABLATIONS.items():
+        if not ckpt.joinpath(f"{name}.json").exists():
+            continue
+        model, _ = load_checkpoint(ckpt / name, device=run.device)
+        out["a2l"][name] = {}
+        for kind, d in parts.items():
+            metrics = evaluate_a2l(model, d, run, 64, detector, estimator)
+            metrics.update(sync(*predict_pixels(model, d, run)))
+            out["a2l"][name][kind] = {"label": label, **metrics}
+    return out
+
+
+@torch.inference_mode()
+def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, frames_per_clip: int,
+                      sheet: Path) -> dict:
+    """PSNR / SSIM / dlib LMD of generated vs real frames: from ground-truth landmarks, then per ablation."""
+    from talkface.pipeline import L2FRenderer
+
+    renderer = L2FRenderer.from_checkpoint(ckpt / "l2f", device=run.device)
+    frames = FrameDataset(cache, split)
+    landmarks = LandmarkDataset(cache, split, in_memory=True)
+    picks = np.linspace(0, len(landmarks) - 1, min(clips, len(landmarks))).round().astype(int)
+    steps = np.linspace(1, frames.frames - 1, frames_per_clip).round().astype(int)
+    sources = {"ground truth": None}
+    for name, label in ABLATIONS.items():
+        if ckpt.joinpath(f"{name}.json").exists():
+            model, _ = load_checkpoint(ckpt / name, device=run.device)
+            sources[label] = predict_pixels(model, Subset(landmarks, picks.tolist()), run)[0]
+    results, rows, labels = {}, [], []
+    for label, predicted in sources.items():
+        fakes, reals = [], []
+        for k, clip in enumerate(picks):
+            first = frames[int(clip) * (frames.frames - 1)]  # the clip's identity frame is shared by its items
+            targets = [frames[int(clip) * (frames.frames - 1) + int(t) - 1] for t in steps]
+            lms = torch.stack([it["target_landmarks"] for it in targets]) if predicted is None else predicted[k, steps]
+            fake = renderer(first["identity"], first["identity_landmarks"], lms)
+            real = torch.stack([it["target"] for it in targets])
+            fakes.append(((fake.clamp(-1, 1) + 1) / 2).cpu())
+            reals.append(((real + 1) / 2).cpu())
+            if k < 3 and label in ("ground truth", "+WD+TR"):
+                from talkface.heatmaps import draw_landmarks
+
+                def u8(x: torch.Tensor) -> np.ndarray:
+                    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+                blank = np.zeros((256, 256, 3), np.uint8)
+                rows += [[u8((first["identity"] + 1) / 2)] + [draw_landmarks(blank, lm) for lm in lms[:4]],
+                         [u8(x) for x in fakes[-1][:4]], [u8(x) for x in reals[-1][:4]]]
+                labels += [f"{label}: landmarks", "generated", "real"]
+        fake, real = torch.cat(fakes), torch.cat(reals)
+
+        def uint8(x: torch.Tensor) -> np.ndarray:
+            return (x * 255).round().byte().permute(1, 2, 0).numpy()
+
+        pred_lm = np.stack([detect_landmarks(uint8(x)) for x in fake])
+        true_lm = np.stack([detect_landmarks(uint8(x)) for x in real])
+        results[label] = {
+            "psnr": psnr(fake, real, channel_axis=1),
+            "ssim": ssim(fake, real, channel_axis=1),
+            "lmd": lmd(pred_lm, true_lm),
+            "lmd_mouth": lmd(pred_lm, true_lm, points=MOUTH),
+            "frames": len(fake),
+        }
+    if rows:
+        from PIL import Image
+
+        Image.fromarray(contact_sheet(rows, labels, scale=0.5)).save(sheet)
+    return results
+
+
+def render_markdown(res: dict) -> str:
+    a2l, md = res["a2l_side"], []
+    md.append(f"Test split of `{res['cache']}` ({', '.join(f'{k}: {v} clips' for k, v in a2l['clips'].items())}); "
+              f"checkpoints `{res['checkpoints']}`; {res['date']}.\n")
+    if a2l["word_detector"]:
+        md.append("**Word detector on ground-truth landmarks**\n")
+        md.append(table([{"subset": k, **v} for k, v in a2l["word_detector"].items()],
+                        [("subset", "subset", ""), ("accuracy", "top-1", ".3f"), ("top5", "top-5", ".3f")]))
+    if a2l["mi_estimator"]:
+        md.append("\n**MI estimator** (nats; true pairs vs landmarks running late)\n")
+        md.append(table([{"subset": k, **v} for k, v in a2l["mi_estimator"].items()],
+                        [("subset", "subset", ""), ("mi", "MI true", ".3f"), ("mi_late", "MI late", ".3f")]))
+    if a2l["a2l"]:
+        for kind in a2l["clips"]:
+            rows = [m[kind] for m in a2l["a2l"].values() if kind in m]
+            md.append(f"\n**A2L, {kind} speech** (LMD in pixels of the 256×256 crop; word accuracy of the "
+                      "detector on predicted landmarks; sync = best lag in frames and its correlation)\n")
+            md.append(table(rows, [("label", "A2L", ""), ("lmd", "LMD", ".3f"), ("lmd_mouth", "LMD mouth", ".3f"),
+                                   ("lmd_still", "LMD still face", ".3f"), ("word_accuracy", "word acc.", ".3f"),
+                                   ("mi", "MI", ".3f"), ("sync_lag", "lag", ".0f"), ("sync_corr", "corr.", ".3f")]))
+    if res.get("l2f_side"):
+        md.append("\n**L2F** (from ground-truth landmarks, then the full pipeline per ablation)\n")
+        md.append(table([{"source": k, **v} for k, v in res["l2f_side"].items()],
+                        [("source", "landmarks", ""), ("lmd", "LMD", ".3f"), ("lmd_mouth", "LMD mouth", ".3f"),
+                         ("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"), ("frames", "frames", "")]))
+    return "\n".join(md) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--checkpoints", default="assets/checkpoints")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", default="eval")
+    p.add_argument("--skip-l2f", action="store_true")
+    p.add_argument("--l2f-clips", type=int, default=60, help="test clips for the L2F tables")
+    p.add_argument("--l2f-frames", type=int, default=4, help="frames per clip for the L2F tables")
+    a = p.parse_args(argv)
+    run = setup(0)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(a.checkpoints)
+    started = time.time()
+    res = {"cache": a.cache, "checkpoints": str(ckpt), "split": a.split, "date": time.strftime("%Y-%m-%d")}
+    res["a2l_side"] = evaluate_a2l_side(a.cache, ckpt, a.split, run)
+    if not a.skip_l2f and ckpt.joinpath("l2f.json").exists():
+        res["l2f_side"] = evaluate_l2f_side(a.cache, ckpt, a.split, run, a.l2f_clips, a.l2f_frames,
+                                            out / "contact_sheet.png")
+    res["seconds"] = round(time.time() - started, 1)
+    md = render_markdown(res)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    print(md)
+    return res
+
+
+if __name__ == "__main__":
+    main()

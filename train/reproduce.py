@@ -1,0 +1,121 @@
+"""Reproduce every shipped checkpoint, and the README's tables, with one command.
+
+    # the shipped checkpoints (hours on a 2-core CPU; resumable: rerun the same command after a stop)
+    python train/reproduce.py --preset default --work /work/data --dest assets/checkpoints
+    # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
+    python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
+
+The chain: synthetic corpus (talkface.data.synth) -> preparation cache (talkface.data.prepare) -> word
+detector -> MI estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR, judged by the two frozen
+networks just trained) -> L2F -> evaluation tables (train/evaluate.py) -> checkpoints copied to --dest.
+Every stage is skipped when its output exists and resumed (--resume) when it was interrupted, so a
+stopped run continues where it stopped. Each stage runs as its own process, exactly the command a person
+would type, printed before it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+A2L_VARIANTS = {  # name -> (lambda_wd, lambda_tr)
+    "a2l_baseline": (0.0, 0.0),
+    "a2l_wd": (1e-4, 0.0),
+    "a2l_tr": (0.0, 1e-4),
+    "a2l_wd_tr": (1e-4, 1e-4),
+}
+# Per preset: corpus preset, steps and sizes of each stage.
+PRESETS = {
+    "tiny": {
+        "corpus": "tiny", "a2l": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
+        "word_detector": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
+        "mi_estimator": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
+        "l2f": ["--size", "tiny", "--max-steps", "4", "--batch-size", "2", "--val-frames", "4", "--lmd-frames", "0",
+                "--sample-every", "2"],
+        "evaluate": ["--l2f-clips", "2"],
+    },
+    "default": {
+        "corpus": "default", "a2l": ["--max-steps", "3000"],
+        "word_detector": ["--max-steps", "4000"], "mi_estimator": ["--max-steps", "2000"],
+        "l2f": ["--max-steps", "20000", "--d-channels", "32"],
+        "evaluate": [],
+    },
+}
+SHIPPED = ("word_detector", "mi_estimator", *A2L_VARIANTS, "l2f")
+
+
+def run(cmd: list[str]) -> None:
+    print("\n$ " + " ".join(cmd), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(cmd, check=True, cwd=REPO, env=env)
+
+
+def stage(name: str, out: Path, product: Path, cmd: list[str]) -> None:
+    """Run a training stage unless its product exists; resume it if it left a state behind."""
+    if product.with_suffix(".safetensors").exists():
+        print(f"[{name}] done: {product}")
+        return
+    resume = ["--resume"] if (out / "last.safetensors").exists() else []
+    run([*cmd, "--out", str(out), *resume])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--work", required=True, help="folder for the corpus, the cache and the training runs")
+    p.add_argument("--dest", help="copy the final checkpoints here (default: WORK/checkpoints)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    a = p.parse_args(argv)
+    cfg = PRESETS[a.preset]
+    work = Path(a.work).resolve()
+    corpus, cache, runs = work / "corpus", work / "cache", work / "runs"
+    dest = Path(a.dest).resolve() if a.dest else work / "checkpoints"
+    py = sys.executable
+
+    # 1. corpus and preparation (each resumes by itself)
+    if not (corpus / "manifest.json").exists():
+        run([py, "-m", "talkface.data.synth", "--preset", cfg["corpus"], "--out", str(corpus),
+             "--workers", str(a.workers)])
+    if not (cache / "manifest.json").exists():
+        run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus), "--out", str(cache),
+             "--workers", str(a.workers)])
+
+    # 2. the judges, then the four A2L predictors they judge
+    common = ["--cache", str(cache)]
+    for judge in ("word_detector", "mi_estimator"):
+        stage(judge, runs / judge, runs / judge / judge, [py, f"train/train_{judge}.py", *common, *cfg[judge]])
+    judges = ["--detector", str(runs / "word_detector" / "word_detector"),
+              "--estimator", str(runs / "mi_estimator" / "mi_estimator")]
+    for name, (wd, tr) in A2L_VARIANTS.items():
+        stage(name, runs / name, runs / name / name,
+              [py, "train/train_a2l.py", *common, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
+               *cfg["a2l"]])
+
+    # 3. L2F (learns from ground-truth landmarks; needs no A2L)
+    stage("l2f", runs / "l2f", runs / "l2f" / "l2f", [py, "train/train_l2f.py", *common, *cfg["l2f"]])
+
+    # 4. ship: checkpoint + JSON config + model card of each
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED:
+        for ext in (".safetensors", ".json", ".md"):
+            src = runs / name / f"{name}{ext}"
+            if src.exists():
+                shutil.copy2(src, dest / src.name)
+    print(f"\ncheckpoints in {dest}")
+
+    # 5. the tables, from the shipped files
+    run([py, "train/evaluate.py", "--cache", str(cache), "--checkpoints", str(dest), "--out", str(work / "eval"),
+         *cfg["evaluate"]])
+
+    # 6. a real video from these checkpoints, the example photo and speech
+    run([py, "-m", "talkface", "--photo", "assets/examples/face.jpg", "--audio", "assets/examples/speech.wav",
+         "--checkpoints", str(dest), "--out", str(work / "example.mp4")])
+
+
+if __name__ == "__main__":
+    main()
