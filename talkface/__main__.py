@@ -1,0 +1,69 @@
+"""Command line: photo + speech -> talking-face video.
+
+    python -m talkface --photo face.jpg --audio speech.wav --a2l wd_tr --out out.mp4 [--compare] [--panels]
+
+Exit status 0 on success, 1 when an input or a checkpoint cannot be used (one plain sentence on stderr),
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from talkface.errors import TalkFaceError
+from talkface.pipeline import ABLATIONS, TalkingFacePipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m talkface", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photo", required=True, help="a photo with a face (JPEG, PNG, ...)")
+    parser.add_argument("--audio", required=True, help="speech (wav, mp3, ogg, m4a, webm, ...)")
+    parser.add_argument("--a2l", default="wd_tr", choices=list(ABLATIONS),
+                        help="which A2L model speaks: the paper's ablations (default wd_tr)")
+    parser.add_argument("--out", default="talkface.mp4", help="the video to write (default talkface.mp4)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run all four A2L models and write OUT_compare.mp4, a 2x2 grid")
+    parser.add_argument("--panels", action="store_true",
+                        help="also write OUT_panels.mp4: landmarks | heatmaps | frames side by side")
+    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: the bundled ones)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="longest speech accepted (default 600)")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames generated at once (default 16)")
+    args = parser.parse_args(argv)
+
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", file=sys.stderr)
+
+    def progress(fraction: float, message: str) -> None:
+        bar.set_description(message)
+        bar.update(round(100 * fraction) - bar.n)
+
+    try:
+        pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir)
+        result = pipe.run(args.photo, args.audio, compare=args.compare, panels=args.panels, out=args.out,
+                          max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress)
+    except TalkFaceError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted", file=sys.stderr)
+        return 130
+    bar.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in (result.video_path, result.panel_video_path, result.compare_video_path):
+        if path is not None:
+            print(f"wrote {path}")
+    print(f"{result.num_frames} frames ({result.duration:.2f} s) in {sum(result.seconds.values()):.1f} s: "
+          + ", ".join(f"{stage} {s:.1f} s" for stage, s in result.seconds.items()))
+    print("the lips say (word detector, top 5): "
+          + ", ".join(f"{word} {p:.1%}" for word, p in result.words))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Photo + speech -> talking face: the paper's two stages end to end, for the app, the CLI and the benchmarks.
+
+    pipe = TalkingFacePipeline.from_pretrained(a2l="wd_tr")      # bundled checkpoints, offline; GPU if present
+    result = pipe.run("face.jpg", "speech.wav", out="out.mp4")   # landmarks, mouth opening, words, video paths
+
+Memory stays flat for any length of audio: A2L runs over the whole sequence (a few hundred floats per frame,
+its audio encoder in chunks with the LSTM state carried across), then heatmaps and L2F go `batch_size` frames
+at a time straight into the video writers. Only `preview_frames` evenly spaced frames are kept, for the app's
+frame slider; the full landmark tracks (T x 68 x 2) are small and kept whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from talkface.audio import FPS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
+from talkface.checkpoints import BUNDLED, load_checkpoint
+from talkface.data.lrw import lrw_vocabulary
+from talkface.errors import CheckpointError, FaceError
+from talkface.face import CROP_SIZE, AlignedFace, align_face, denormalise_landmarks, load_image, mouth_opening
+from talkface.face import normalise_landmarks as normalise
+from talkface.heatmaps import draw_landmarks, heatmap_image, render_heatmaps
+from talkface.models.l2f import HEATMAP_SCALE
+from talkface.video import VideoWriter
+
+# The four A2L checkpoints of the paper's ablation (Table IV), in the order the comparison grid shows them.
+ABLATIONS: dict[str, str] = {"baseline": "Baseline", "wd": "+WD", "tr": "+TR", "wd_tr": "+WD+TR"}
+CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
+WORD_FRAMES = 25  # the word detector's window (paper: 25 of LRW's 29 frames)
+WORD_STRIDE = 12  # about half a second between read-out windows
+MIN_PHOTO_SIDE = 64
+A2L_CHUNK = 1024  # frames per A2L call: tens of MB of audio-encoder activations, whatever the audio length
+
+Progress = Callable[[float, str], None]
+
+
+def ablation(wd: bool, tr: bool) -> str:
+    """The A2L checkpoint the app's two toggles select: baseline, wd, tr or wd_tr."""
+    return {(False, False): "baseline", (True, False): "wd", (False, True): "tr", (True, True): "wd_tr"}[wd, tr]
+
+
+def missing_checkpoints(checkpoint_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Checkpoint files the pipeline needs that are not in `checkpoint_dir` (default: the bundled ones)."""
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
+    return [root / f"{name}{suffix}" for name in CHECKPOINT_NAMES for suffix in (".json", ".safetensors")
+            if not (root / f"{name}{suffix}").is_file()]
+
+
+# results
+
+
+@dataclass
+class PreviewFrame:
+    """One sampled frame of the generation: what the app's frame slider shows."""
+
+    index: int
+    landmarks: np.ndarray  # the predicted landmarks drawn on black, S x S x 3 uint8
+    heatmaps: np.ndarray  # the generator's heatmap input, coloured by facial part, S x S x 3 uint8
+    frame: np.ndarray  # the generated frame, S x S x 3 uint8
+
+    @property
+    def time(self) -> float:
+        return self.index / FPS
+
+    def panel(self) -> np.ndarray:
+        """Landmarks | heatmaps | frame, side by side and labelled, as in the panel video."""
+        return _panel(self.landmarks, self.heatmaps, self.frame)
+
+
+@dataclass
+class TalkingFaceResult:
+    """Everything one run produced. Landmarks are in pixels of the 256 x 256 aligned crop."""
+
+    landmarks: np.ndarray  # (T, 68, 2) of the selected A2L model
+    mouth_opening: np.ndarray  # (T,) inner-lip gap in crop pixels
+    video_path: Path  # generated frames with the speech
+    panel_video_path: Path | None  # landmarks | heatmaps | frames, when panels were asked for
+    compare_video_path: Path | None  # 2 x 2 grid of the four ablations, when compare was asked for
+    tracks: dict[str, np.ndarray]  # ablation -> (T, 68, 2): the selected one, or all four with compare
+    words: list[tuple[str, float]]  # the word detector's top 5 over the whole sequence, with probabilities
+    word_timeline: list[tuple[float, str, float]]  # (window start in s, top word, probability) per window
+    aligned: AlignedFace  # the crop and the landmarks the system saw
+    num_faces: int
+    preview: list[PreviewFrame]
+    waveform: np.ndarray  # the speech at 16 kHz, as muxed into the videos
+    a2l: str
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    notes: list[str] = field(default_factory=list)  # things the person should know (several faces...)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.landmarks)
+
+    @property
+    def duration(self) -> float:
+        return len(self.waveform) / SAMPLE_RATE
+
+
+# the pipeline
+
+
+class TalkingFacePipeline:
+    """A2L (one of the four ablations) + L2F + the word detector, loaded once and run on many requests."""
+
+    def __init__(self, a2l: dict[str, nn.Module], generator: nn.Module, word_detector: nn.Module,
+                 vocabulary: list[str], *, checkpoint_dir: Path, image_size: int = CROP_SIZE,
+                 heatmap_sigma: float = 2.0, heatmap_scale: float = HEATMAP_SCALE, device: torch.device | None = None):
+        self.device = device or torch.device("cpu")
+        self.checkpoint_dir = checkpoint_dir
+        self.default_a2l = next(iter(a2l))
+        self._a2l = dict(a2l)
+        self._lock = threading.Lock()
+        # channels_last: about a quarter faster on CPU for the same numbers (tests/test_models_l2f.py)
+        self.generator = generator.to(memory_format=torch.channels_last)
+        self.word_detector = word_detector
+        self.vocabulary = vocabulary
+        # The generator's input as in training (train/train_l2f.py): frames of image_size, heatmaps drawn
+        # at heatmap_scale of that with a ridge of heatmap_sigma pixels of the 256 crop.
+        self.image_size = image_size
+        self.heatmap_size = round(image_size * heatmap_scale)
+        self.heatmap_sigma = heatmap_sigma
+
+    @classmethod
+    def from_pretrained(cls, a2l: str = "wd_tr", device: str | torch.device | None = None,
+                        checkpoint_dir: str | os.PathLike | None = None) -> TalkingFacePipeline:
+        """Load the A2L checkpoint `a2l_<a2l>`, `l2f` and `word_detector` from `checkpoint_dir` (default: the
+        bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file."""
+        if a2l not in ABLATIONS:
+            raise CheckpointError(f"There is no A2L model '{a2l}'; choose one of {', '.join(ABLATIONS)}.")
+        root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        predictor, _ = load_checkpoint(root / f"a2l_{a2l}", device=device)
+        generator, l2f_config = load_checkpoint(root / "l2f", device=device)
+        detector, wd_config = load_checkpoint(root / "word_detector", device=device)
+        vocabulary = wd_config.get("vocabulary") or lrw_vocabulary()
+        if len(vocabulary) != detector.fc2.out_features:
+            raise CheckpointError(f"The checkpoint {root / 'word_detector.json'} knows "
+                                  f"{detector.fc2.out_features} words but its vocabulary lists {len(vocabulary)}.")
+        return cls({a2l: predictor}, generator, detector, vocabulary, checkpoint_dir=root,
+                   image_size=int(l2f_config.get("image_size", CROP_SIZE)),
+                   heatmap_sigma=float(l2f_config.get("heatmap_sigma", 2.0)),
+                   heatmap_scale=float(l2f_config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
+
+    def a2l_model(self, name: str) -> nn.Module:
+        """The A2L predictor of one ablation, loaded on first use (only a comparison needs all four)."""
+        if name not in ABLATIONS:
+            raise CheckpointError(f"There is no A2L model '{name}'; choose one of {', '.join(ABLATIONS)}.")
+        with self._lock:
+            if name not in self._a2l:
+                self._a2l[name], _ = load_checkpoint(self.checkpoint_dir / f"a2l_{name}", device=self.device)
+            return self._a2l[name]
+
+    # the stages, public so that the app can show the aligned face before the video is done
+
+    @staticmethod
+    def align(photo: str | os.PathLike | np.ndarray | PIL.Image.Image) -> AlignedFace:
+        """Read a photo of any format and align its largest face (raises FaceError with a plain sentence)."""
+        image = load_image(photo)
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_PHOTO_SIDE:
+            raise FaceError(f"The photo is only {w}x{h} pixels; please use a photo at least "
+                            f"{MIN_PHOTO_SIDE} pixels on each side.")
+        return align_face(image)
+
+    @staticmethod
+    def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray], max_seconds: float | None = 600.0
+                    ) -> np.ndarray:
+        """Any audio file or (rate, samples) -> mono 16 kHz speech; raises AudioError if unusable or silent."""
+        waveform, _ = load_audio(audio, max_seconds=max_seconds)
+        check_speech(waveform)
+        return waveform
+
+    @torch.inference_mode()
+    def predict_landmarks(self, aligned: AlignedFace, waveform: np.ndarray, names: list[str]
+                          ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name."""
+        mfcc = mfcc_windows(torch.from_numpy(waveform).to(self.device))
+        ref, sim = normalise(aligned.landmarks)
+        ref = torch.from_numpy(ref).float().to(self.device)
+        pixels, normalised = {}, {}
+        for name in names:
+            normalised[name] = _predict_chunked(self.a2l_model(name), mfcc, ref)
+            pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
+        return pixels, normalised
+
+    @torch.inference_mode()
+    def read_words(self, landmarks: torch.Tensor, top: int = 5
+                   ) -> tuple[list[tuple[str, float]], list[tuple[float, str, float]]]:
+        """The word detector on normalised landmarks (T,68,2): the top words over all 25-frame windows
+        (probabilities averaged), and each window's top word with its start time."""
+        t = len(landmarks)
+        starts = list(range(0, max(1, t - WORD_FRAMES + 1), WORD_STRIDE))
+        if t > WORD_FRAMES and starts[-1] != t - WORD_FRAMES:
+            starts.append(t - WORD_FRAMES)  # the last frames get a window too
+        windows = torch.stack([landmarks[s : s + WORD_FRAMES] for s in starts])
+        probs = torch.softmax(self.word_detector(windows.float()), dim=-1).cpu()
+        mean = probs.mean(0)
+        best = mean.topk(min(top, len(mean)))
+        words = [(self.vocabulary[i], float(p)) for p, i in zip(best.values, best.indices)]
+        p_top, i_top = probs.max(dim=-1)
+        timeline = [(s / FPS, self.vocabulary[i], float(p)) for s, p, i in zip(starts, p_top, i_top.tolist())]
+        return words, timeline
+
+    def run(
+        self,
+        photo: str | os.PathLike | np.ndarray | PIL.Image.Image | AlignedFace,
+        audio: str | os.PathLike | tuple[int, np.ndarray],
+        *,
+        a2l: str | None = None,
+        compare: bool = False,
+        panels: bool = False,
+        out: str | os.PathLike | None = None,
+        max_seconds: float | None = 600.0,
+        batch_size: int = 16,
+        preview_frames: int = 48,
+        progress: Progress | None = None,
+    ) -> TalkingFaceResult:
+        """Photo + speech -> a video of that face saying it (written to `out`, default a new temp dir).
+
+        `compare` also runs the other three A2L ablations and writes `<out>_compare.mp4`, a 2 x 2 grid;
+        `panels` writes `<out>_panels.mp4` (landmarks | heatmaps | frames). All videos carry the speech
+        and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
+        anything the person can fix.
+        """
+        report = progress or (lambda fraction, message: None)
+        name = a2l or self.default_a2l
+        if name not in ABLATIONS:
+            raise CheckpointError(f"There is no A2L model '{name}'; choose one of {', '.join(ABLATIONS)}.")
+        names = list(ABLATIONS) if compare else [name]
+        seconds: dict[str, float] = {}
+
+        report(0.0, "Reading the speech")
+        with _timed(seconds, "audio"):
+            waveform = self.load_speech(audio, max_seconds)
+        if not isinstance(photo, AlignedFace):
+            report(0.05, "Finding and aligning the face")
+            with _timed(seconds, "face"):
+                photo = self.align(photo)
+        aligned = photo
+        notes = []
+        if aligned.num_faces > 1:
+            notes.append(f"{aligned.num_faces} faces were found in the photo; the largest one is used.")
+
+        report(0.15, "Predicting landmarks from the speech")
+        with _timed(seconds, "a2l"):
+            for other in names:
+                self.a2l_model(other)  # a missing comparison checkpoint fails here, before any work
+            tracks, normalised = self.predict_landmarks(aligned, waveform, names)
+        report(0.2, "Reading the words on the lips")
+        with _timed(seconds, "words"):
+            words, timeline = self.read_words(normalised[name])
+
+        video = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="talkface-")) / "talkface.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        panel_video = video.with_name(f"{video.stem}_panels.mp4") if panels else None
+        compare_video = video.with_name(f"{video.stem}_compare.mp4") if compare else None
+        preview = self._generate(aligned, waveform, tracks, name, video, panel_video, compare_video,
+                                 batch_size, preview_frames, seconds, report)
+        report(1.0, "Done")
+        return TalkingFaceResult(
+            landmarks=tracks[name],
+            mouth_opening=mouth_opening(tracks[name]),
+            video_path=video,
+            panel_video_path=panel_video,
+            compare_video_path=compare_video,
+            tracks=tracks,
+            words=words,
+            word_timeline=timeline,
+            aligned=aligned,
+            num_faces=aligned.num_faces,
+            preview=preview,
+            waveform=waveform,
+            a2l=name,
+            seconds=seconds,
+            notes=notes,
+        )
+
+    @torch.inference_mode()
+    def _generate(self, aligned: AlignedFace, waveform: np.ndarray, tracks: dict[str, np.ndarray], name: str,
+                  video: Path, panel_video: Path | None, compare_video: Path | None, batch_size: int,
+                  preview_frames: int, seconds: dict[str, float], report: Progress) -> list[PreviewFrame]:
+        """Heatmaps -> L2F -> video writers, `batch_size` frames at a time; returns the sampled preview."""
+        s = self.image_size
+        num_frames = len(tracks[name])
+        keep = set(np.linspace(0, num_frames - 1, min(num_frames, preview_frames)).round().astype(int).tolist())
+        identity = cv2.resize(aligned.image, (s, s), interpolation=cv2.INTER_AREA) if s != CROP_SIZE \
+            else aligned.image
+        identity = torch.from_numpy(identity).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1
+        identity_maps = self._heatmaps(torch.from_numpy(aligned.landmarks)[None])
+        preview = []
+        with ExitStack() as stack:
+            def writer(path: Path, width: int, height: int) -> VideoWriter:
+                return stack.enter_context(VideoWriter(path, (width, height), FPS, waveform, SAMPLE_RATE))
+
+            main = writer(video, s, s)
+            panel = writer(panel_video, 3 * s, s + _caption_height(s)) if panel_video else None
+            grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
+            for start in range(0, num_frames, batch_size):
+                end = min(start + batch_size, num_frames)
+                report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
+                frames, maps = {}, None
+                for track in tracks:
+                    with _timed(seconds, "heatmaps"):
+                        heat = self._heatmaps(torch.from_numpy(tracks[track][start:end]))
+                    with _timed(seconds, "l2f"):
+                        frames[track] = self._frames(identity, heat, identity_maps)
+                    if track == name:
+                        maps = heat
+                with _timed(seconds, "video"):
+                    for i in range(end - start):
+                        main.write(frames[name][i])
+                        t = start + i
+                        if panel is None and t not in keep:
+                            continue
+                        parts = (_draw_track(tracks[name][t], s), _heatmap_picture(maps[i], s), frames[name][i])
+                        if panel is not None:
+                            panel.write(_panel(*parts))
+                        if t in keep:
+                            preview.append(PreviewFrame(t, *parts))
+                    if grid is not None:
+                        for i in range(end - start):
+                            grid.write(_grid([_label(frames[k][i], ABLATIONS[k]) for k in ABLATIONS]))
+            report(0.99, "Finishing the video")
+            with _timed(seconds, "video"):
+                stack.close()  # flush the encoders and move the finished files into place
+        return preview
+
+    def _heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Crop-pixel landmarks (N,68,2) -> heatmaps at the resolution the generator reads them, on the device."""
+        return render_heatmaps(landmarks.to(self.device, torch.float32), size=self.heatmap_size,
+                               sigma=self.heatmap_sigma, crop_size=CROP_SIZE)
+
+    def _frames(self, identity: torch.Tensor, heatmaps: torch.Tensor, identity_maps: torch.Tensor) -> np.ndarray:
+        n = len(heatmaps)
+        channels_last = torch.channels_last
+        out = self.generator(
+            identity.expand(n, -1, -1, -1).contiguous(memory_format=channels_last),
+            heatmaps.contiguous(memory_format=channels_last),
+            identity_maps.expand(n, -1, -1, -1).contiguous(memory_format=channels_last)
+            if self.generator.use_identity_heatmaps else None,
+        )
+        return ((out + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+# helpers
+
+
+def _predict_chunked(model: nn.Module, mfcc: torch.Tensor, ref: torch.Tensor, chunk: int = A2L_CHUNK
+                     ) -> torch.Tensor:
+    """A2L on one long sequence (T,28,12) -> (T,68,2), `chunk` frames at a time with the LSTM state carried
+    over: the same landmarks as one call, with memory bounded by the chunk instead of the audio length."""
+    state = None
+    out = []
+    for piece in mfcc.split(chunk):
+        landmarks, state = model.forward_with_state(piece[None], ref[None], state)
+        out.append(landmarks[0])
+    return torch.cat(out)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the block to `seconds[stage]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _heatmap_picture(heatmaps: torch.Tensor, size: int) -> np.ndarray:
+    """The generator's heatmap input, coloured by facial part, at the frame's size."""
+    picture = heatmap_image(heatmaps)
+    return picture if picture.shape[0] == size else cv2.resize(picture, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _draw_track(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Landmarks (crop pixels) drawn on black at `size` x `size`."""
+    scale = size / CROP_SIZE
+    scaled = (landmarks + 0.5) * scale - 0.5  # pixel centres map like an image resize
+    return draw_landmarks(np.zeros((size, size, 3), np.uint8), scaled, points=size >= 128)
+
+
+def _put_text(canvas: np.ndarray, text: str, centre_x: int, baseline_y: int, max_width: int, max_height: int
+              ) -> None:
+    """Draw white text with a dark outline, as large as fits in max_width x max_height (any frame size)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (w, h), _ = cv2.getTextSize(text, font, 1.0, 1)
+    scale = min(max_width / w, max_height / h)
+    thickness = max(1, round(scale * 1.5))
+    (w, _), _ = cv2.getTextSize(text, font, scale, thickness)
+    org = (centre_x - w // 2, baseline_y)
+    cv2.putText(canvas, text, org, font, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(canvas, text, org, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` with `text` along its top edge (the comparison grid's cells)."""
+    out = image.copy()
+    s = image.shape[0]
+    _put_text(out, text, image.shape[1] // 2, s // 10, image.shape[1] * 3 // 5, s // 14)
+    return out
+
+
+def _caption_height(size: int) -> int:
+    """Height of the panel video's caption strip: even, as H.264's 4:2:0 needs for the whole frame."""
+    return 2 * max(6, size // 24)
+
+
+def _panel(landmarks: np.ndarray, heatmaps: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Landmarks | heatmaps | frame under a caption strip."""
+    s = frame.shape[0]
+    strip = np.full((_caption_height(s), 3 * s, 3), 40, np.uint8)
+    for i, text in enumerate(("landmarks", "heatmaps", "frame")):
+        _put_text(strip, text, i * s + s // 2, strip.shape[0] * 4 // 5, s * 3 // 4, strip.shape[0] * 3 // 5)
+    return np.concatenate([strip, np.concatenate([landmarks, heatmaps, frame], axis=1)], axis=0)
+
+
+def _grid(images: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.concatenate(images[:2], axis=1), np.concatenate(images[2:], axis=1)], axis=0)
+
+
+def aligned_preview(aligned: AlignedFace) -> np.ndarray:
+    """The aligned crop with its detected landmarks, at twice the size: what the system saw."""
+    big = cv2.resize(aligned.image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    return draw_landmarks(big, aligned.landmarks * 2 + 0.5, thickness=2)
+
+
+def mouth_opening_figure(result: TalkingFaceResult) -> Figure:
+    """Speech waveform above, mouth opening of every landmark track below, on one time axis."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    wave_ax, mouth_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.4])
+    wave = result.waveform
+    # min/max per bucket: the envelope a waveform display shows, at a fixed cost for any length
+    buckets = max(1, len(wave) // 2000)
+    env = wave[: len(wave) // buckets * buckets].reshape(-1, buckets)
+    t_env = (np.arange(len(env)) + 0.5) * buckets / SAMPLE_RATE
+    wave_ax.fill_between(t_env, env.min(1), env.max(1), color="0.45", linewidth=0)
+    wave_ax.set_ylabel("speech")
+    wave_ax.set_yticks([])
+    t = np.arange(result.num_frames) / FPS
+    for name, track in result.tracks.items():
+        main = name == result.a2l
+        mouth_ax.plot(t, mouth_opening(track), label=ABLATIONS[name], linewidth=2 if main else 1,
+                      alpha=1 if main else 0.7, zorder=3 if main else 2)
+    mouth_ax.set_ylabel("mouth opening (px)")
+    mouth_ax.set_xlabel("time (s)")
+    mouth_ax.set_xlim(0, max(result.duration, 1 / FPS))
+    if len(result.tracks) > 1:
+        mouth_ax.legend(loc="upper right", fontsize="small", ncols=4)
+    mouth_ax.grid(alpha=0.3)
+    return fig
+

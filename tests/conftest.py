@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny but real checkpoints, so the app and the pipeline run their bundled code path."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from talkface.checkpoints import save_checkpoint
+from talkface.models.a2l import LandmarkPredictor
+from talkface.models.l2f import GENERATOR_SIZES, Generator
+from talkface.models.word_detector import WordDetector
+from talkface.pipeline import ABLATIONS
+
+TINY_A2L = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8, num_layers=1)
+TINY_WORDS = dict(hidden=8, num_layers=1, fc_dim=8)
+TINY_L2F = dict(GENERATOR_SIZES["tiny"], mode="direct")
+TINY_IMAGE_SIZE = 64  # the tiny generator paints 64 x 64 frames: heatmaps and frames stay cheap in tests
+FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
+
+
+def make_tiny_checkpoints(root: Path) -> Path:
+    """Randomly initialised tiny models saved under the bundled names (a2l_*, l2f, word_detector).
+
+    Each A2L ablation gets its own small random output layer (the real one starts at zero, which would make
+    every model return the still reference face), so the four tracks move, and differ from one another.
+    """
+    for seed, name in enumerate(ABLATIONS):
+        torch.manual_seed(seed)
+        model = LandmarkPredictor(**TINY_A2L)
+        with torch.no_grad():
+            model.head.weight.normal_(std=0.05)
+        save_checkpoint(root / f"a2l_{name}", model.eval(), {"features": FEATURES, "ablation": name})
+    torch.manual_seed(10)
+    save_checkpoint(root / "word_detector", WordDetector(**TINY_WORDS).eval(), {})
+    torch.manual_seed(11)
+    # the keys train/train_l2f.py writes and the pipeline reads
+    save_checkpoint(root / "l2f", Generator(**TINY_L2F).eval(),
+                    {"image_size": TINY_IMAGE_SIZE, "heatmap_sigma": 2.0, "heatmap_scale": 0.5})
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Path:
+    """A checkpoint folder laid out like assets/checkpoints, with tiny random-weight models."""
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))

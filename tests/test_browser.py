@@ -1,0 +1,159 @@
+"""The app as a person uses it: launched on 127.0.0.1 with tiny checkpoints, driven in headless Chromium.
+
+Needs Debian's `chromium` (bash run.sh test installs it) and PyPI `playwright` (in requirements.txt; its own
+browser downloads are not used). Screenshots go to /tmp/talkface_*.png.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).parent.parent
+PHOTO = REPO / "assets" / "examples" / "face.jpg"
+SPEECH = REPO / "assets" / "examples" / "speech.wav"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tmp_path_factory):
+    """The real app.py in its own process, as `bash run.sh demo` starts it, on tiny checkpoints."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--checkpoints", str(tiny_checkpoints), "--host", "127.0.0.1",
+             "--port", str(port), "--max-seconds", "30"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start:\n{log.read_text()}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("browser_inputs")
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    sf.write(d / "hello.wav", wave[: int(1.2 * rate)], rate)  # "Goodbye"
+    sf.write(d / "silence.wav", np.zeros(rate, np.float32), rate)
+    return {"speech": d / "hello.wav", "silence": d / "silence.wav"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: bash run.sh test installs the Debian package chromium")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server)
+    page.locator("#talkface-generate").wait_for(timeout=60_000)
+    yield page
+    page.close()
+
+
+def _video_duration(page, elem_id: str, timeout_ms: int = 120_000) -> float:
+    """Wait until the component's <video> has loaded its metadata; its duration in seconds."""
+    selector = f"#{elem_id} video"
+    page.wait_for_function(
+        f"() => {{ const v = document.querySelector('{selector}'); return v && v.readyState >= 1; }}",
+        timeout=timeout_ms)
+    return page.evaluate(f"document.querySelector('{selector}').duration")
+
+
+@pytest.mark.browser
+def test_upload_toggle_generate_and_play(page, inputs):
+    page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
+    page.locator("#talkface-audio input[type=file]").set_input_files(str(inputs["speech"]))
+    page.get_by_label("WD: word detector loss").uncheck()  # +TR alone
+    assert page.get_by_label("TR: temporal residual loss").is_checked()
+    page.locator("#talkface-generate").click()
+
+    duration = _video_duration(page, "talkface-video")
+    assert duration == pytest.approx(1.2, abs=0.1)
+    assert _video_duration(page, "talkface-panels") == pytest.approx(duration, abs=0.05)
+    # it plays: the clock moves
+    playing = page.evaluate("""async () => {
+        const v = document.querySelector('#talkface-video video');
+        v.muted = true; await v.play();
+        await new Promise(r => setTimeout(r, 600));
+        return v.currentTime; }""")
+    assert playing > 0.1
+    page.get_by_text("What the lips say").wait_for()
+    page.get_by_text("+TR ·").wait_for()  # the details name the model the toggles picked
+    page.screenshot(path="/tmp/talkface_browser.png", full_page=True)
+
+
+@pytest.mark.browser
+def test_an_example_runs_with_one_click(page):
+    page.get_by_text("Astronaut, compare all four").click()
+    duration = _video_duration(page, "talkface-video", timeout_ms=240_000)
+    assert duration == pytest.approx(sf.info(SPEECH).duration, abs=0.1)
+    assert _video_duration(page, "talkface-compare") == pytest.approx(duration, abs=0.05)
+    page.screenshot(path="/tmp/talkface_browser_example.png", full_page=True)
+
+
+@pytest.mark.browser
+def test_a_bad_input_shows_the_message(page, inputs):
+    page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
+    page.locator("#talkface-audio input[type=file]").set_input_files(str(inputs["silence"]))
+    page.locator("#talkface-generate").click()
+    page.get_by_text("The audio is silent; please use a recording of someone speaking.").first.wait_for(
+        timeout=60_000)
+    page.wait_for_timeout(800)  # let the message finish fading in
+    page.screenshot(path="/tmp/talkface_browser_error.png")
+
+
+def test_gradio_client_calls_the_api(server, inputs):
+    """The README's gradio_client example, against the running app."""
+    from gradio_client import Client, handle_file
+
+    from talkface.video import probe
+
+    client = Client(server, verbose=False)
+    aligned, video, panels, grid, slider, frame, plot, words, details = client.predict(
+        handle_file(str(PHOTO)), handle_file(str(inputs["speech"])), True, True, False, api_name="/generate")
+    assert Path(aligned).is_file() and Path(frame).is_file()
+    for path in (video, panels):
+        info = probe(path)
+        assert info["has_video"] and info["has_audio"] and info["frames"] == 30
+    assert grid["visible"] is False and slider["maximum"] == pytest.approx(29 / 25)
+    assert plot["type"] == "matplotlib"
+    assert len(words["confidences"]) == 5 and "+WD+TR" in details

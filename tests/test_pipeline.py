@@ -1,0 +1,291 @@
+"""The pipeline end to end on a real photo and real speech, with tiny random-weight checkpoints.
+
+Random weights say nothing about lip sync; what is checked is the plumbing: every video has the speech and
+one frame per 1/25 s, A2L's landmarks reach heatmaps and frames unchanged, chunking changes nothing, the
+four ablations stay in sync, and a bad checkpoint is named. (That the mouth opens with the speech needs the
+trained checkpoints: see bench/ and the model cards.)
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from talkface.__main__ import main as cli
+from talkface.audio import SAMPLE_RATE, mfcc_windows, num_video_frames
+from talkface.errors import CheckpointError
+from talkface.face import denormalise_landmarks, mouth_opening, normalise_landmarks
+from talkface.heatmaps import heatmap_image, render_heatmaps
+from talkface.pipeline import (
+    ABLATIONS,
+    TalkingFacePipeline,
+    _predict_chunked,
+    ablation,
+    missing_checkpoints,
+    mouth_opening_figure,
+)
+from talkface.video import iter_video, probe, read_video
+
+REPO = Path(__file__).parent.parent
+PHOTO = REPO / "assets" / "examples" / "face.jpg"
+SPEECH = REPO / "assets" / "examples" / "speech.wav"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoints) -> TalkingFacePipeline:
+    return TalkingFacePipeline.from_pretrained(a2l="wd_tr", checkpoint_dir=tiny_checkpoints)
+
+
+@pytest.fixture(scope="module")
+def aligned(pipe):
+    return pipe.align(PHOTO)
+
+
+@pytest.fixture(scope="module")
+def short_speech() -> tuple[int, np.ndarray]:
+    """The first 1.2 s of the example ("Goodbye"), as a Gradio-style (rate, samples) pair."""
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    return rate, wave[: int(1.2 * rate)]
+
+
+@pytest.fixture(scope="module")
+def full_run(pipe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "out.mp4"
+    return pipe.run(PHOTO, SPEECH, panels=True, out=out)
+
+
+# the whole example
+
+
+def test_video_has_the_speech_and_one_frame_per_25th_of_a_second(full_run):
+    duration = sf.info(SPEECH).duration
+    frames = num_video_frames(round(duration * SAMPLE_RATE))
+    for path in (full_run.video_path, full_run.panel_video_path):
+        info = probe(path)
+        assert info["has_video"] and info["has_audio"]
+        assert info["frames"] == frames and abs(info["frames"] - duration * 25) <= 1
+        assert info["duration"] == pytest.approx(duration, abs=0.1)
+    assert full_run.compare_video_path is None
+    s = 64  # the tiny generator's resolution (conftest)
+    assert next(iter_video(full_run.video_path)).shape == (s, s, 3)
+    assert next(iter_video(full_run.panel_video_path)).shape == (s + 12, 3 * s, 3)  # + caption strip
+
+
+def test_result_fields(full_run, pipe):
+    t = full_run.num_frames
+    assert full_run.landmarks.shape == (t, 68, 2) and full_run.landmarks.dtype == np.float32
+    np.testing.assert_allclose(full_run.mouth_opening, mouth_opening(full_run.landmarks))
+    assert list(full_run.tracks) == ["wd_tr"] and full_run.a2l == "wd_tr"
+    assert full_run.num_faces == 1 and full_run.notes == []
+    assert full_run.aligned.image.shape == (256, 256, 3)
+    assert {"audio", "face", "a2l", "words", "heatmaps", "l2f", "video"} <= set(full_run.seconds)
+    words = full_run.words
+    assert len(words) == 5 and all(w in pipe.vocabulary for w, _ in words)
+    probs = [p for _, p in words]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    # the preview is bounded and spread over the whole clip
+    indices = [p.index for p in full_run.preview]
+    assert len(indices) == 48 and indices == sorted(set(indices)) and indices[0] == 0 and indices[-1] == t - 1
+    assert full_run.preview[0].panel().shape == (76, 192, 3)
+
+
+class CountingGenerator(torch.nn.Module):
+    """Paints frame i of the sequence flat grey at level 16 + 8 i: a codec-proof record of the order."""
+
+    use_identity_heatmaps = True
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def forward(self, identity, heatmaps, identity_heatmaps=None):
+        levels = 16 + 8 * torch.arange(self.count, self.count + len(heatmaps), dtype=torch.float32)
+        self.count += len(heatmaps)
+        return (levels / 127.5 - 1)[:, None, None, None].expand(-1, 3, *identity.shape[-2:])
+
+
+def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipe, "generator", CountingGenerator())
+    result = pipe.run(aligned, short_speech, out=tmp_path / "n.mp4", batch_size=7, panels=True)
+    expected = 16 + 8 * np.arange(result.num_frames)
+    for path in (result.video_path, result.panel_video_path):
+        video, _ = read_video(path)
+        s = 64
+        frames = video[:, s // 2 :, -s // 2 :]  # a corner of the (last) frame panel, away from its label
+        np.testing.assert_allclose(frames.reshape(len(video), -1).mean(1), expected, atol=2)
+
+
+def test_mouth_plot(full_run):
+    fig = mouth_opening_figure(full_run)
+    wave_ax, mouth_ax = fig.axes
+    (line,) = mouth_ax.get_lines()
+    assert len(line.get_xdata()) == full_run.num_frames
+    np.testing.assert_allclose(line.get_ydata(), full_run.mouth_opening)
+    assert len(wave_ax.collections) == 1 and wave_ax.get_xlim()[1] == pytest.approx(full_run.duration)
+
+
+# A2L -> heatmaps -> frames, unchanged
+
+
+class RecordingGenerator(torch.nn.Module):
+    """Passes everything to the real generator and keeps the heatmaps it was given."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.use_identity_heatmaps, self.heatmaps = inner, inner.use_identity_heatmaps, []
+
+    def forward(self, identity, heatmaps, identity_heatmaps=None):
+        self.heatmaps.append(heatmaps.clone())
+        return self.inner(identity, heatmaps, identity_heatmaps)
+
+
+def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
+    recorder = RecordingGenerator(pipe.generator)
+    monkeypatch.setattr(pipe, "generator", recorder)
+    result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8)
+
+    # A2L in one plain forward call, outside the pipeline
+    wave = short_speech[1]
+    ref, sim = normalise_landmarks(aligned.landmarks)
+    with torch.inference_mode():
+        pred = pipe.a2l_model("wd_tr")(mfcc_windows(wave)[None], torch.from_numpy(ref).float()[None])[0]
+    expected = denormalise_landmarks(pred.double().numpy(), sim)
+    np.testing.assert_allclose(result.landmarks, expected, atol=1e-3)
+
+    maps = torch.cat(recorder.heatmaps)
+    assert len(maps) == result.num_frames == num_video_frames(len(wave))
+    # drawn as train/train_l2f.py draws them: at half the frame's resolution
+    torch.testing.assert_close(maps, render_heatmaps(torch.from_numpy(result.landmarks), size=32, sigma=2.0))
+    small = cv2.resize(aligned.image, (64, 64), interpolation=cv2.INTER_AREA)
+    identity = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
+    identity_maps = render_heatmaps(torch.from_numpy(aligned.landmarks)[None], size=32)
+    for p in result.preview[::6]:
+        picture = cv2.resize(heatmap_image(maps[p.index]), (64, 64), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(p.heatmaps, picture)
+        with torch.inference_mode():
+            frame = pipe.generator.inner(identity, maps[p.index][None], identity_maps)[0]
+        frame = ((frame + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+        assert np.abs(frame.astype(int) - p.frame).max() <= 2
+
+
+def test_chunked_a2l_equals_one_call(pipe):
+    model = pipe.a2l_model("baseline")
+    g = torch.Generator().manual_seed(0)
+    mfcc, ref = torch.randn(40, 28, 12, generator=g) * 10, torch.randn(68, 2, generator=g) * 0.5
+    with torch.inference_mode():
+        whole = model(mfcc[None], ref[None])[0]
+        chunked = _predict_chunked(model, mfcc, ref, chunk=7)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_size_does_not_change_the_result(pipe, aligned, short_speech, tmp_path):
+    a = pipe.run(aligned, short_speech, out=tmp_path / "a.mp4", batch_size=16, preview_frames=10)
+    b = pipe.run(aligned, short_speech, out=tmp_path / "b.mp4", batch_size=5, preview_frames=10)
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    for p, q in zip(a.preview, b.preview, strict=True):
+        assert p.index == q.index and np.abs(p.frame.astype(int) - q.frame).max() <= 1
+
+
+@pytest.mark.slow
+def test_long_audio_is_generated_in_bounded_batches(pipe, aligned, tmp_path, monkeypatch):
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    long = np.tile(wave, 3)  # 16.5 s
+    batches = []
+    real = pipe._frames
+    monkeypatch.setattr(pipe, "_frames", lambda *a: batches.append(len(a[1])) or real(*a))
+    monkeypatch.setattr(pipe, "image_size", 32)  # the generator is fully convolutional; keep this test quick
+    result = pipe.run(aligned, (rate, long), out=tmp_path / "long.mp4", preview_frames=20)
+    assert sum(batches) == result.num_frames == num_video_frames(len(long)) and max(batches) == 16
+    assert len(result.preview) == 20
+    assert probe(result.video_path)["frames"] == result.num_frames
+
+
+# the four ablations
+
+
+def test_toggles_pick_the_ablation():
+    assert [ablation(wd, tr) for wd in (False, True) for tr in (False, True)] == ["baseline", "tr", "wd", "wd_tr"]
+
+
+def test_compare_gives_four_synced_tracks_and_a_grid(pipe, aligned, short_speech, tmp_path):
+    result = pipe.run(aligned, short_speech, a2l="tr", compare=True, out=tmp_path / "c.mp4")
+    assert list(result.tracks) == list(ABLATIONS) and result.a2l == "tr"
+    np.testing.assert_array_equal(result.landmarks, result.tracks["tr"])
+    tracks = list(result.tracks.values())
+    assert all(tr.shape == tracks[0].shape for tr in tracks)
+    assert all(not np.allclose(a, b) for i, a in enumerate(tracks) for b in tracks[i + 1 :])
+    grid, _ = read_video(result.compare_video_path)
+    main, _ = read_video(result.video_path)
+    assert grid.shape == (len(main), 128, 128, 3) and len(main) == result.num_frames
+    assert probe(result.compare_video_path)["has_audio"]
+    # +TR is the bottom-left quadrant; compare below its label
+    assert np.abs(grid[:, 64 + 24 :, :64].astype(int) - main[:, 24:]).mean() < 8
+
+
+# word read-out
+
+
+def test_word_windows(pipe):
+    g = torch.Generator().manual_seed(0)
+    words, timeline = pipe.read_words(torch.randn(60, 68, 2, generator=g))
+    assert [t for t, _, _ in timeline] == [0.0, 0.48, 0.96, 35 / 25]
+    assert len(words) == 5 and all(0 < p < 1 for _, p in words)
+    _, timeline = pipe.read_words(torch.randn(10, 68, 2, generator=g))
+    assert len(timeline) == 1
+
+
+# checkpoints
+
+
+def test_bad_checkpoints_are_named(tiny_checkpoints, tmp_path):
+    root = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoints, root)
+    assert missing_checkpoints(root) == []
+    with pytest.raises(CheckpointError, match="no A2L model 'best'"):
+        TalkingFacePipeline.from_pretrained("best", checkpoint_dir=root)
+
+    (root / "a2l_baseline.json").unlink()
+    pipe = TalkingFacePipeline.from_pretrained("wd", checkpoint_dir=root)  # loads without it...
+    with pytest.raises(CheckpointError, match=r"a2l_baseline\.json is missing"):
+        pipe.run(PHOTO, SPEECH, compare=True, out=tmp_path / "x.mp4")  # ...until a comparison needs it
+    assert not (tmp_path / "x.mp4").exists()
+
+    (root / "word_detector.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=r"word_detector\.safetensors is damaged"):
+        TalkingFacePipeline.from_pretrained("wd", checkpoint_dir=root)
+    (root / "l2f.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"l2f\.safetensors is missing"):
+        TalkingFacePipeline.from_pretrained("wd", checkpoint_dir=root)
+    assert missing_checkpoints(root) == [root / "l2f.safetensors", root / "a2l_baseline.json"]
+
+
+# command line
+
+
+def test_cli_writes_the_videos(tiny_checkpoints, short_speech, tmp_path, capsys):
+    audio = tmp_path / "hello.wav"
+    sf.write(audio, short_speech[1], short_speech[0])
+    out = tmp_path / "out" / "talk.mp4"
+    assert cli(["--photo", str(PHOTO), "--audio", str(audio), "--a2l", "baseline", "--out", str(out),
+                "--panels", "--checkpoint-dir", str(tiny_checkpoints)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "the lips say" in printed
+    assert probe(out)["has_audio"] and probe(out.with_name("talk_panels.mp4"))["has_video"]
+    assert not out.with_name("talk_compare.mp4").exists()
+
+
+def test_cli_fails_with_a_sentence_and_status_1(tiny_checkpoints, tmp_path):
+    not_a_photo = tmp_path / "photo.jpg"
+    not_a_photo.write_text("hello")
+    run = subprocess.run([sys.executable, "-m", "talkface", "--photo", str(not_a_photo), "--audio", str(SPEECH),
+                          "--out", str(tmp_path / "x.mp4"), "--checkpoint-dir", str(tiny_checkpoints)],
+                         capture_output=True, text=True, cwd=REPO, check=False)
+    assert run.returncode == 1
+    assert "error: The file photo.jpg is not an image" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "x.mp4").exists()
