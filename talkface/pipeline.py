@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -110,29 +111,82 @@ class TalkingFaceResult:
         return len(self.waveform) / SAMPLE_RATE
 
 
+# L2F as one unit: heatmaps drawn as in training, then the generator
+
+
+class L2FRenderer:
+    """Landmarks (pixels of the 256 aligned crop) -> frames, drawing the generator's heatmaps exactly as
+    train/train_l2f.py does (frames of `image_size`, heatmaps at `heatmap_scale` of that, ridge `heatmap_sigma`
+    crop pixels). The pipeline streams through it and train/evaluate.py scores it: one definition for both.
+    """
+
+    def __init__(self, generator: nn.Module, *, image_size: int = CROP_SIZE, heatmap_sigma: float = 2.0,
+                 heatmap_scale: float = HEATMAP_SCALE, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else next(generator.parameters()).device
+        # channels_last: about a quarter faster on CPU for the same numbers (tests/test_models_l2f.py)
+        self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
+        self.image_size = image_size
+        self.heatmap_size = round(image_size * heatmap_scale)
+        self.heatmap_sigma = heatmap_sigma
+
+    @classmethod
+    def from_checkpoint(cls, stem: str | os.PathLike, device: str | torch.device | None = None) -> L2FRenderer:
+        """The `l2f` checkpoint with the drawing settings its JSON records (CheckpointError if unusable)."""
+        generator, config = load_checkpoint(stem, device=device)
+        return cls(generator, image_size=int(config.get("image_size", CROP_SIZE)),
+                   heatmap_sigma=float(config.get("heatmap_sigma", 2.0)),
+                   heatmap_scale=float(config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
+
+    def heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """(N, 68, 2) crop pixels -> (N, C, h, h) heatmaps at the resolution the generator reads, on the device."""
+        return render_heatmaps(landmarks.to(self.device, torch.float32), size=self.heatmap_size,
+                               sigma=self.heatmap_sigma, crop_size=CROP_SIZE)
+
+    def prepare(self, identity: torch.Tensor, identity_landmarks: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The per-identity inputs, computed once: the photo (3, H, W) in [-1, 1] at the generator's size
+        (1, 3, S, S), and its own heatmaps (None if the generator does not read them)."""
+        photo = identity.to(self.device, torch.float32)[None]
+        if photo.shape[-1] != self.image_size:
+            photo = F.interpolate(photo, size=(self.image_size, self.image_size), mode="area")
+        maps = self.heatmaps(identity_landmarks[None]) if self.generator.use_identity_heatmaps else None
+        return photo, maps
+
+    def generate(self, prepared: tuple[torch.Tensor, torch.Tensor | None], heatmaps: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, h) target heatmaps -> (N, 3, S, S) frames in [-1, 1]."""
+        photo, maps = prepared
+        n, last = len(heatmaps), torch.channels_last
+        return self.generator(photo.expand(n, -1, -1, -1).contiguous(memory_format=last),
+                              heatmaps.contiguous(memory_format=last),
+                              None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=last))
+
+    @torch.inference_mode()
+    def __call__(self, identity: torch.Tensor, identity_landmarks: torch.Tensor, landmarks: torch.Tensor
+                 ) -> torch.Tensor:
+        """Frames (N, 3, H, W) in [-1, 1] for landmarks (N, 68, 2), at the identity photo's resolution H x W
+        (resized from the generator's when they differ, so they compare with real frames)."""
+        frames = self.generate(self.prepare(identity, identity_landmarks), self.heatmaps(landmarks))
+        if frames.shape[-2:] != identity.shape[-2:]:
+            frames = F.interpolate(frames, size=identity.shape[-2:], mode="bilinear", align_corners=False)
+        return frames
+
+
 # the pipeline
 
 
 class TalkingFacePipeline:
     """A2L (one of the four ablations) + L2F + the word detector, loaded once and run on many requests."""
 
-    def __init__(self, a2l: dict[str, nn.Module], generator: nn.Module, word_detector: nn.Module,
-                 vocabulary: list[str], *, checkpoint_dir: Path, image_size: int = CROP_SIZE,
-                 heatmap_sigma: float = 2.0, heatmap_scale: float = HEATMAP_SCALE, device: torch.device | None = None):
-        self.device = device or torch.device("cpu")
+    def __init__(self, a2l: dict[str, nn.Module], renderer: L2FRenderer, word_detector: nn.Module,
+                 vocabulary: list[str], *, checkpoint_dir: Path):
+        self.device = renderer.device
         self.checkpoint_dir = checkpoint_dir
         self.default_a2l = next(iter(a2l))
         self._a2l = dict(a2l)
         self._lock = threading.Lock()
-        # channels_last: about a quarter faster on CPU for the same numbers (tests/test_models_l2f.py)
-        self.generator = generator.to(memory_format=torch.channels_last)
+        self.renderer = renderer
         self.word_detector = word_detector
         self.vocabulary = vocabulary
-        # The generator's input as in training (train/train_l2f.py): frames of image_size, heatmaps drawn
-        # at heatmap_scale of that with a ridge of heatmap_sigma pixels of the 256 crop.
-        self.image_size = image_size
-        self.heatmap_size = round(image_size * heatmap_scale)
-        self.heatmap_sigma = heatmap_sigma
 
     @classmethod
     def from_pretrained(cls, a2l: str = "wd_tr", device: str | torch.device | None = None,
@@ -144,16 +198,13 @@ class TalkingFacePipeline:
         root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         predictor, _ = load_checkpoint(root / f"a2l_{a2l}", device=device)
-        generator, l2f_config = load_checkpoint(root / "l2f", device=device)
+        renderer = L2FRenderer.from_checkpoint(root / "l2f", device=device)
         detector, wd_config = load_checkpoint(root / "word_detector", device=device)
         vocabulary = wd_config.get("vocabulary") or lrw_vocabulary()
         if len(vocabulary) != detector.fc2.out_features:
             raise CheckpointError(f"The checkpoint {root / 'word_detector.json'} knows "
                                   f"{detector.fc2.out_features} words but its vocabulary lists {len(vocabulary)}.")
-        return cls({a2l: predictor}, generator, detector, vocabulary, checkpoint_dir=root,
-                   image_size=int(l2f_config.get("image_size", CROP_SIZE)),
-                   heatmap_sigma=float(l2f_config.get("heatmap_sigma", 2.0)),
-                   heatmap_scale=float(l2f_config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
+        return cls({a2l: predictor}, renderer, detector, vocabulary, checkpoint_dir=root)
 
     def a2l_model(self, name: str) -> nn.Module:
         """The A2L predictor of one ablation, loaded on first use (only a comparison needs all four)."""
@@ -294,13 +345,12 @@ class TalkingFacePipeline:
                   video: Path, panel_video: Path | None, compare_video: Path | None, batch_size: int,
                   preview_frames: int, seconds: dict[str, float], report: Progress) -> list[PreviewFrame]:
         """Heatmaps -> L2F -> video writers, `batch_size` frames at a time; returns the sampled preview."""
-        s = self.image_size
+        renderer = self.renderer
+        s = renderer.image_size
         num_frames = len(tracks[name])
         keep = set(np.linspace(0, num_frames - 1, min(num_frames, preview_frames)).round().astype(int).tolist())
-        identity = cv2.resize(aligned.image, (s, s), interpolation=cv2.INTER_AREA) if s != CROP_SIZE \
-            else aligned.image
-        identity = torch.from_numpy(identity).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1
-        identity_maps = self._heatmaps(torch.from_numpy(aligned.landmarks)[None])
+        photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+        identity = renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
         preview = []
         with ExitStack() as stack:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
@@ -315,9 +365,9 @@ class TalkingFacePipeline:
                 frames, maps = {}, None
                 for track in tracks:
                     with _timed(seconds, "heatmaps"):
-                        heat = self._heatmaps(torch.from_numpy(tracks[track][start:end]))
+                        heat = renderer.heatmaps(torch.from_numpy(tracks[track][start:end]))
                     with _timed(seconds, "l2f"):
-                        frames[track] = self._frames(identity, heat, identity_maps)
+                        frames[track] = _to_uint8(renderer.generate(identity, heat))
                     if track == name:
                         maps = heat
                 with _timed(seconds, "video"):
@@ -338,22 +388,6 @@ class TalkingFacePipeline:
             with _timed(seconds, "video"):
                 stack.close()  # flush the encoders and move the finished files into place
         return preview
-
-    def _heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
-        """Crop-pixel landmarks (N,68,2) -> heatmaps at the resolution the generator reads them, on the device."""
-        return render_heatmaps(landmarks.to(self.device, torch.float32), size=self.heatmap_size,
-                               sigma=self.heatmap_sigma, crop_size=CROP_SIZE)
-
-    def _frames(self, identity: torch.Tensor, heatmaps: torch.Tensor, identity_maps: torch.Tensor) -> np.ndarray:
-        n = len(heatmaps)
-        channels_last = torch.channels_last
-        out = self.generator(
-            identity.expand(n, -1, -1, -1).contiguous(memory_format=channels_last),
-            heatmaps.contiguous(memory_format=channels_last),
-            identity_maps.expand(n, -1, -1, -1).contiguous(memory_format=channels_last)
-            if self.generator.use_identity_heatmaps else None,
-        )
-        return ((out + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 # helpers
@@ -379,6 +413,11 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU."""
+    return ((frames + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _heatmap_picture(heatmaps: torch.Tensor, size: int) -> np.ndarray:

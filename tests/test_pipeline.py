@@ -24,6 +24,7 @@ from talkface.face import denormalise_landmarks, mouth_opening, normalise_landma
 from talkface.heatmaps import heatmap_image, render_heatmaps
 from talkface.pipeline import (
     ABLATIONS,
+    L2FRenderer,
     TalkingFacePipeline,
     _predict_chunked,
     ablation,
@@ -111,7 +112,7 @@ class CountingGenerator(torch.nn.Module):
 
 
 def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipe, "generator", CountingGenerator())
+    monkeypatch.setattr(pipe.renderer, "generator", CountingGenerator())
     result = pipe.run(aligned, short_speech, out=tmp_path / "n.mp4", batch_size=7, panels=True)
     expected = 16 + 8 * np.arange(result.num_frames)
     for path in (result.video_path, result.panel_video_path):
@@ -146,8 +147,8 @@ class RecordingGenerator(torch.nn.Module):
 
 
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
-    recorder = RecordingGenerator(pipe.generator)
-    monkeypatch.setattr(pipe, "generator", recorder)
+    recorder = RecordingGenerator(pipe.renderer.generator)
+    monkeypatch.setattr(pipe.renderer, "generator", recorder)
     result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8)
 
     # A2L in one plain forward call, outside the pipeline
@@ -162,14 +163,14 @@ def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_s
     assert len(maps) == result.num_frames == num_video_frames(len(wave))
     # drawn as train/train_l2f.py draws them: at half the frame's resolution
     torch.testing.assert_close(maps, render_heatmaps(torch.from_numpy(result.landmarks), size=32, sigma=2.0))
-    small = cv2.resize(aligned.image, (64, 64), interpolation=cv2.INTER_AREA)
-    identity = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 127.5 - 1
+    photo = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    identity = torch.nn.functional.interpolate(photo, size=64, mode="area")
     identity_maps = render_heatmaps(torch.from_numpy(aligned.landmarks)[None], size=32)
     for p in result.preview[::6]:
         picture = cv2.resize(heatmap_image(maps[p.index]), (64, 64), interpolation=cv2.INTER_LINEAR)
         np.testing.assert_array_equal(p.heatmaps, picture)
         with torch.inference_mode():
-            frame = pipe.generator.inner(identity, maps[p.index][None], identity_maps)[0]
+            frame = recorder.inner(identity, maps[p.index][None], identity_maps)[0]
         frame = ((frame + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
         assert np.abs(frame.astype(int) - p.frame).max() <= 2
 
@@ -197,13 +198,30 @@ def test_long_audio_is_generated_in_bounded_batches(pipe, aligned, tmp_path, mon
     wave, rate = sf.read(SPEECH, dtype="float32")
     long = np.tile(wave, 3)  # 16.5 s
     batches = []
-    real = pipe._frames
-    monkeypatch.setattr(pipe, "_frames", lambda *a: batches.append(len(a[1])) or real(*a))
-    monkeypatch.setattr(pipe, "image_size", 32)  # the generator is fully convolutional; keep this test quick
+    real = pipe.renderer.generate
+    monkeypatch.setattr(pipe.renderer, "generate", lambda *a: batches.append(len(a[1])) or real(*a))
+    monkeypatch.setattr(pipe.renderer, "image_size", 32)  # the generator is fully convolutional: keep it quick
+    monkeypatch.setattr(pipe.renderer, "heatmap_size", 16)
     result = pipe.run(aligned, (rate, long), out=tmp_path / "long.mp4", preview_frames=20)
     assert sum(batches) == result.num_frames == num_video_frames(len(long)) and max(batches) == 16
     assert len(result.preview) == 20
     assert probe(result.video_path)["frames"] == result.num_frames
+
+
+def test_renderer_alone_as_the_evaluation_uses_it(tiny_checkpoints, full_run):
+    """L2FRenderer: ground-truth-style inputs (identity in [-1, 1], crop-pixel landmarks) -> frames at the
+    identity's resolution, the same frames the pipeline made."""
+    renderer = L2FRenderer.from_checkpoint(tiny_checkpoints / "l2f")
+    identity = torch.from_numpy(full_run.aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+    ref = torch.from_numpy(full_run.aligned.landmarks)
+    landmarks = torch.from_numpy(full_run.landmarks[[p.index for p in full_run.preview[:3]]])
+    frames = renderer(identity, ref, landmarks)
+    assert frames.shape == (3, 3, 256, 256) and frames.abs().max() <= 1
+    small = torch.nn.functional.interpolate(identity[None], size=64, mode="area")[0]
+    frames = renderer(small, ref, landmarks)
+    frames = ((frames + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    for frame, p in zip(frames, full_run.preview[:3]):
+        assert np.abs(frame.astype(int) - p.frame).max() <= 1
 
 
 # the four ablations
