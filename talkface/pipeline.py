@@ -3,10 +3,11 @@
     pipe = TalkingFacePipeline.from_pretrained(a2l="wd_tr")      # bundled checkpoints, offline; GPU if present
     result = pipe.run("face.jpg", "speech.wav", out="out.mp4")   # landmarks, mouth opening, words, video paths
 
-Memory stays flat for any length of audio: A2L runs over the whole sequence (a few hundred floats per frame,
-its audio encoder in chunks with the LSTM state carried across), then heatmaps and L2F go `batch_size` frames
-at a time straight into the video writers. Only `preview_frames` evenly spaced frames are kept, for the app's
-frame slider; the full landmark tracks (T x 68 x 2) are small and kept whole.
+No frame stack is ever held, whatever the audio length: A2L runs over the whole sequence (in chunks, the LSTM
+state carried across), then heatmaps and L2F go `batch_size` frames at a time straight into the video writers.
+Only `preview_frames` evenly spaced frames are kept, for the app's frame slider. What does grow with the audio
+is small: the waveform, its MFCCs and the landmark tracks (T x 68 x 2); a 10-minute input peaked 0.3 GB above a
+1-minute one, mostly the one-shot MFCC of the whole waveform.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ from talkface.audio import FPS, SAMPLE_RATE, check_speech, load_audio, mfcc_wind
 from talkface.checkpoints import BUNDLED, load_checkpoint
 from talkface.data.lrw import lrw_vocabulary
 from talkface.errors import CheckpointError, FaceError
-from talkface.face import CROP_SIZE, AlignedFace, align_face, denormalise_landmarks, load_image, mouth_opening
-from talkface.face import normalise_landmarks as normalise
+from talkface.face import (
+    CROP_SIZE,
+    AlignedFace,
+    align_face,
+    denormalise_landmarks,
+    load_image,
+    mouth_opening,
+    normalise_landmarks,
+)
 from talkface.heatmaps import draw_landmarks, heatmap_image, render_heatmaps
 from talkface.models.l2f import HEATMAP_SCALE
 from talkface.video import VideoWriter
@@ -240,7 +248,7 @@ class TalkingFacePipeline:
                           ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
         """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name."""
         mfcc = mfcc_windows(torch.from_numpy(waveform).to(self.device))
-        ref, sim = normalise(aligned.landmarks)
+        ref, sim = normalise_landmarks(aligned.landmarks)
         ref = torch.from_numpy(ref).float().to(self.device)
         pixels, normalised = {}, {}
         for name in names:
