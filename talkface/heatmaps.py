@@ -70,24 +70,33 @@ def render_heatmaps(
         raise ValueError(f"expected (..., 68, 2) landmarks, got {tuple(landmarks.shape)}")
     lead = landmarks.shape[:-2]
     pts = landmarks.reshape(-1, 68, 2) * (size / crop_size)
+    n = pts.shape[0]
     sig = sigma * size / crop_size
+    reach = 4.0 * sig  # beyond 4 sigma the ridge is below 4e-4: those pixels stay 0, and nothing is computed there
     # output pixel centres, in the scaled crop's coordinates (crop pixel centres sit on integers)
-    coords = torch.arange(size, device=pts.device, dtype=pts.dtype) + 0.5 - 0.5 * (size / crop_size)
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")
-    grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, size * size, 2)  # (1,1,P,2)
-    channels = []
-    for start, end in _SEGMENTS.values():
-        a = pts[:, start, None, :]  # (N,S,1,2)
-        b = pts[:, end, None, :]
+    offset = 0.5 - 0.5 * (size / crop_size)
+    maps = pts.new_zeros(n, NUM_CHANNELS, size, size)
+    with torch.no_grad():  # the window of each part: the box around it in every frame of the batch
+        lo = (pts.amin(0) - reach - offset).floor().clamp(0, size - 1).long()
+        hi = (pts.amax(0) + reach - offset).ceil().clamp(0, size - 1).long()
+    for c, (start, end) in enumerate(_SEGMENTS.values()):
+        idx = list(set(start) | set(end))
+        x0, y0 = int(lo[idx, 0].min()), int(lo[idx, 1].min())
+        x1, y1 = int(hi[idx, 0].max()) + 1, int(hi[idx, 1].max()) + 1
+        gx = (torch.arange(x0, x1, device=pts.device, dtype=pts.dtype) + offset).view(1, 1, 1, -1)
+        gy = (torch.arange(y0, y1, device=pts.device, dtype=pts.dtype) + offset).view(1, 1, -1, 1)
+        a, b = pts[:, start], pts[:, end]  # (N,S,2)
         ab = b - a
-        # projection of each pixel on each segment, clamped to the segment
-        denom = (ab * ab).sum(-1, keepdim=True).clamp_min(1e-6)
-        t = (((grid - a) * ab).sum(-1, keepdim=True) / denom).clamp(0.0, 1.0)
-        d2 = ((grid - (a + t * ab)) ** 2).sum(-1)  # (N,S,P)
-        # min distance over the part's segments, then the ridge: same as max of per-segment ridges
-        channels.append(torch.exp(-d2.amin(dim=1) / (2 * sig * sig)))
-    maps = torch.stack(channels, dim=1).reshape(*lead, NUM_CHANNELS, size, size)
-    return maps
+        ax, ay = a[..., 0, None, None], a[..., 1, None, None]  # (N,S,1,1)
+        abx, aby = ab[..., 0, None, None], ab[..., 1, None, None]
+        inv = 1.0 / (ab * ab).sum(-1).clamp_min(1e-6)[..., None, None]
+        dx, dy = gx - ax, gy - ay  # (N,S,h,w)
+        # projection of each pixel on each segment, clamped to the segment; squared distance to that point
+        t = ((dx * abx + dy * aby) * inv).clamp(0.0, 1.0)
+        d2 = (dx - t * abx) ** 2 + (dy - t * aby) ** 2
+        # min distance over the part's segments, then the ridge: the same as the max of per-segment ridges
+        maps[:, c, y0:y1, x0:x1] = torch.exp(-d2.amin(dim=1) / (2 * sig * sig))
+    return maps.reshape(*lead, NUM_CHANNELS, size, size)
 
 
 def heatmap_image(heatmaps: torch.Tensor | np.ndarray) -> np.ndarray:
