@@ -11,10 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
 from tqdm import tqdm
 
 from talkface.errors import TalkFaceError
 from talkface.pipeline import ABLATIONS, TalkingFacePipeline
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +36,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run all four A2L models and write OUT_compare.mp4, a 2x2 grid")
     parser.add_argument("--panels", action="store_true",
                         help="also write OUT_panels.mp4: landmarks | heatmaps | frames side by side")
-    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: the bundled ones)")
+    parser.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir", default=None,
+                        help="checkpoint folder (default: the bundled ones)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="longest speech accepted (default 600)")
-    parser.add_argument("--batch-size", type=int, default=16, help="frames generated at once (default 16)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="frames generated at once (default 16)")
     args = parser.parse_args(argv)
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} was asked for, but this machine has no usable CUDA GPU")
 
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", file=sys.stderr)
 
@@ -47,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except TalkFaceError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. --out in a folder that cannot be written
+        bar.close()
+        print(f"error: could not write {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bar.close()

@@ -57,7 +57,7 @@ def run(cmd: list[str]) -> None:
 
 def stage(name: str, out: Path, product: Path, cmd: list[str]) -> None:
     """Run a training stage unless its product exists; resume it if it left a state behind."""
-    if product.with_suffix(".safetensors").exists():
+    if product.with_suffix(".md").exists():  # written last: weights and config are complete
         print(f"[{name}] done: {product}")
         return
     resume = ["--resume"] if (out / "last.safetensors").exists() else []
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED:
         for ext in (".safetensors", ".json", ".md"):
-            src = runs / name / f"{name}{ext}"
-            if src.exists():
-                shutil.copy2(src, dest / src.name)
+            shutil.copy2(runs / name / f"{name}{ext}", dest / f"{name}{ext}")
     print(f"\ncheckpoints in {dest}")
 
     # 5. the tables, from the shipped files

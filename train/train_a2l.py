@@ -113,27 +113,28 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
-    for items in DataLoader(dataset, batch_size=batch_size, drop_last=len(dataset) > batch_size):
+    counts: dict[str, int] = {}
+    for items in DataLoader(dataset, batch_size=batch_size):
         batch = to_batch(items, run.device)
         pred = model(batch.mfcc, batch.ref)
         pixels, still = batch.to_pixels(pred), batch.to_pixels(batch.ref.unsqueeze(1).expand_as(pred))
         n = len(batch.words)
+        # LMD leaves out frame 0: the reference landmarks are that frame's, so it would be a free zero
         values = {
-            "lmd": lmd(pixels, batch.pixels) * n,
-            "lmd_mouth": lmd(pixels, batch.pixels, MOUTH) * n,
-            "lmd_still": lmd(still, batch.pixels) * n,
+            "lmd": lmd(pixels[:, 1:], batch.pixels[:, 1:]) * n,
+            "lmd_mouth": lmd(pixels[:, 1:], batch.pixels[:, 1:], MOUTH) * n,
+            "lmd_still": lmd(still[:, 1:], batch.pixels[:, 1:]) * n,
             "l_rec": landmark_l2(pred, batch.landmarks).item() * n,
         }
         if detector is not None:
             values["word_accuracy"] = (detector(centre_frames(pred)).argmax(1) == batch.words).sum().item()
-        if estimator is not None:
+        if estimator is not None and n > 1:
             values["mi"] = mine_lower_bound(*estimator(batch.mfcc, pred, shift=1))[0].item() * n
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
-        count += n
+            counts[k] = counts.get(k, 0) + n
     model.train(was_training)
-    return {k: v / count for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:

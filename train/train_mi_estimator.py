@@ -72,15 +72,20 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, run: Run, batch_size: int
     was_training = model.training
     model.eval()
     totals = {"mi": 0.0, "mi_late": 0.0}
-    batches = 0
-    for items in DataLoader(dataset, batch_size=batch_size, drop_last=len(dataset) > batch_size):
+    clips = 0
+    for items in DataLoader(dataset, batch_size=batch_size):
         batch = to_batch(items, run.device)
-        late = batch.landmarks.roll(LATE_FRAMES, dims=1)
-        for key, landmarks in (("mi", batch.landmarks), ("mi_late", late)):
-            totals[key] += mine_lower_bound(*model(batch.mfcc, landmarks, shift=1))[0].item()
-        batches += 1
+        n = len(batch.words)
+        if n < 2:  # the marginal pairs a clip with another clip: a batch of one has none
+            continue
+        # the same audio with its own landmarks, and with landmarks LATE_FRAMES late (no wrap-around)
+        audio = batch.mfcc[:, LATE_FRAMES:]
+        pairs = (("mi", batch.landmarks[:, LATE_FRAMES:]), ("mi_late", batch.landmarks[:, :-LATE_FRAMES]))
+        for key, landmarks in pairs:
+            totals[key] += mine_lower_bound(*model(audio, landmarks, shift=1))[0].item() * n
+        clips += n
     model.train(was_training)
-    return {k: v / batches for k, v in totals.items()}
+    return {k: v / max(clips, 1) for k, v in totals.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
