@@ -42,8 +42,8 @@ from talkface.face import (
     mouth_opening,
     normalise_landmarks,
 )
-from talkface.heatmaps import draw_landmarks, heatmap_image, render_heatmaps
-from talkface.models.l2f import HEATMAP_SCALE
+from talkface.heatmaps import draw_landmarks, heatmap_image
+from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, generator_heatmaps
 from talkface.video import VideoWriter
 
 # The four A2L checkpoints of the paper's ablation (Table IV), in the order the comparison grid shows them.
@@ -128,13 +128,13 @@ class L2FRenderer:
     crop pixels). The pipeline streams through it and train/evaluate.py scores it: one definition for both.
     """
 
-    def __init__(self, generator: nn.Module, *, image_size: int = CROP_SIZE, heatmap_sigma: float = 2.0,
+    def __init__(self, generator: nn.Module, *, image_size: int = CROP_SIZE, heatmap_sigma: float = HEATMAP_SIGMA,
                  heatmap_scale: float = HEATMAP_SCALE, device: str | torch.device | None = None):
         self.device = torch.device(device) if device is not None else next(generator.parameters()).device
         # channels_last: about a quarter faster on CPU for the same numbers (tests/test_models_l2f.py)
         self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
         self.image_size = image_size
-        self.heatmap_size = round(image_size * heatmap_scale)
+        self.heatmap_scale = heatmap_scale
         self.heatmap_sigma = heatmap_sigma
 
     @classmethod
@@ -142,13 +142,14 @@ class L2FRenderer:
         """The `l2f` checkpoint with the drawing settings its JSON records (CheckpointError if unusable)."""
         generator, config = load_checkpoint(stem, device=device)
         return cls(generator, image_size=int(config.get("image_size", CROP_SIZE)),
-                   heatmap_sigma=float(config.get("heatmap_sigma", 2.0)),
+                   heatmap_sigma=float(config.get("heatmap_sigma", HEATMAP_SIGMA)),
                    heatmap_scale=float(config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
 
     def heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
         """(N, 68, 2) crop pixels -> (N, C, h, h) heatmaps at the resolution the generator reads, on the device."""
-        return render_heatmaps(landmarks.to(self.device, torch.float32), size=self.heatmap_size,
-                               sigma=self.heatmap_sigma, crop_size=CROP_SIZE)
+        k = self.image_size / CROP_SIZE  # crop pixels -> pixels of the generator's frame (centres on integers)
+        lm = (landmarks.to(self.device, torch.float32) + 0.5) * k - 0.5
+        return generator_heatmaps(lm, self.image_size, self.heatmap_sigma, self.heatmap_scale)
 
     def prepare(self, identity: torch.Tensor, identity_landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -38,10 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
 from talkface.data.dataset import FrameDataset, read_manifest
 from talkface.face import CROP_SIZE, MIRROR, MOUTH, detect_landmarks
-from talkface.heatmaps import NUM_CHANNELS, heatmap_image, render_heatmaps
+from talkface.heatmaps import NUM_CHANNELS, heatmap_image
 from talkface.losses import GANLoss, frame_l1, lip_crop_l1
 from talkface.metrics import lmd, psnr, ssim
-from talkface.models.l2f import DISCRIMINATOR_SIZES, GENERATOR_SIZES, HEATMAP_SCALE, Discriminator, Generator
+from talkface.models.l2f import (
+    DISCRIMINATOR_SIZES,
+    GENERATOR_SIZES,
+    HEATMAP_SCALE,
+    HEATMAP_SIGMA,
+    Discriminator,
+    Generator,
+    generator_heatmaps,
+)
 from talkface.training import (
     CSVLogger,
     Run,
@@ -73,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(GENERATOR_SIZES), default="default")
     p.add_argument("--mode", choices=["direct", "warp"], default="direct")
     p.add_argument("--no-identity-heatmaps", action="store_true", help="G sees only the target heatmaps")
-    p.add_argument("--sigma", type=float, default=2.0, help="heatmap ridge width (crop pixels)")
+    p.add_argument("--sigma", type=float, default=HEATMAP_SIGMA, help="heatmap ridge width (crop pixels)")
     p.add_argument("--no-spectral-norm", action="store_true", help="GroupNorm in D instead")
     p.add_argument("--d-channels", type=int, help="D's first-layer width (default: the --size preset's); "
                    "32 makes D about 4x cheaper, which matters on a CPU")
@@ -210,8 +218,7 @@ class L2FModel:
     def _render(self, landmarks: torch.Tensor) -> torch.Tensor:
         """Heatmaps at the generator's HEATMAP_SCALE of the frame; D gets them upsampled (Discriminator does it)."""
         size = self.identity.shape[-1]
-        maps = render_heatmaps(landmarks, size=round(size * HEATMAP_SCALE), sigma=self.args.sigma * size / CROP_SIZE,
-                               crop_size=size)
+        maps = generator_heatmaps(landmarks, size, self.args.sigma)
         return maps.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else maps
 
     def set_input(self, batch: dict, augment: bool = True) -> None:

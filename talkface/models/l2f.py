@@ -27,10 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkface.heatmaps import NUM_CHANNELS
+from talkface.face import CROP_SIZE
+from talkface.heatmaps import NUM_CHANNELS, render_heatmaps
 
 MODES = ("direct", "warp")
 HEATMAP_SCALE = 0.5  # the generator reads heatmaps at half the photo's resolution
+HEATMAP_SIGMA = 2.0  # ridge width, in pixels of the 256 aligned crop
+
+
+def generator_heatmaps(landmarks: torch.Tensor, image_size: int, sigma: float = HEATMAP_SIGMA,
+                       scale: float = HEATMAP_SCALE) -> torch.Tensor:
+    """The heatmaps the generator reads for frames of ``image_size``: drawn at ``scale`` of that size, with a
+    ridge of ``sigma`` crop pixels. ``landmarks`` (..., 68, 2) are in pixels of the image_size frame.
+
+    The trainer, the pipeline and the evaluation all draw through here, so they cannot drift apart.
+    """
+    return render_heatmaps(landmarks, size=round(image_size * scale), sigma=sigma * image_size / CROP_SIZE,
+                           crop_size=image_size)
 
 # Constructor keywords for the named sizes the trainer offers; "tiny" is for tests and smoke runs.
 GENERATOR_SIZES: dict[str, dict] = {
