@@ -52,7 +52,6 @@ CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATION
 WORD_FRAMES = 25  # the word detector's window (paper: 25 of LRW's 29 frames)
 WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
-A2L_CHUNK = 1024  # frames per A2L call: tens of MB of audio-encoder activations, whatever the audio length
 
 Progress = Callable[[float, str], None]
 
@@ -253,7 +252,7 @@ class TalkingFacePipeline:
         ref = torch.from_numpy(ref).float().to(self.device)
         pixels, normalised = {}, {}
         for name in names:
-            normalised[name] = _predict_chunked(self.a2l_model(name), mfcc, ref)
+            normalised[name] = self.a2l_model(name).predict_sequence(mfcc, ref)
             pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
         return pixels, normalised
 
@@ -400,18 +399,6 @@ class TalkingFacePipeline:
 
 
 # helpers
-
-
-def _predict_chunked(model: nn.Module, mfcc: torch.Tensor, ref: torch.Tensor, chunk: int = A2L_CHUNK
-                     ) -> torch.Tensor:
-    """A2L on one long sequence (T,28,12) -> (T,68,2), `chunk` frames at a time with the LSTM state carried
-    over: the same landmarks as one call, with memory bounded by the chunk instead of the audio length."""
-    state = None
-    out = []
-    for piece in mfcc.split(chunk):
-        landmarks, state = model.forward_with_state(piece[None], ref[None], state)
-        out.append(landmarks[0])
-    return torch.cat(out)
 
 
 @contextmanager

@@ -223,3 +223,26 @@ def test_losses_refuse_judges_that_are_not_frozen():
         pass
     else:
         raise AssertionError("an estimator with trainable parameters was accepted")
+
+
+def test_predict_sequence_windows_like_training():
+    torch.manual_seed(0)
+    model = LandmarkPredictor(audio_channels=(8, 8, 8), audio_dim=16, landmark_dim=8, hidden=16, num_layers=1).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)  # not the still face, so windows differ
+    mfcc, ref = torch.randn(100, 28, 12) * 5, torch.randn(68, 2) * 0.5
+    # short recordings: one plain call
+    torch.testing.assert_close(model.predict_sequence(mfcc[:29], ref), model(mfcc[None, :29], ref[None])[0])
+    out = model.predict_sequence(mfcc, ref)
+    assert out.shape == (100, 68, 2)
+    # frames only one window covers are that window's output (each window starts from a fresh state)
+    with torch.no_grad():
+        first = model(mfcc[None, :29], ref[None])[0]
+        last = model(mfcc[None, -29:], ref[None])[0]
+    torch.testing.assert_close(out[0], first[0])
+    torch.testing.assert_close(out[-1], last[-1])
+    # batching windows does not change anything
+    torch.testing.assert_close(model.predict_sequence(mfcc, ref, batch=2), out)
+    # a recording is not the same as one long LSTM pass over it (that is the point)
+    with torch.no_grad():
+        whole = model(mfcc[None], ref[None])[0]
+    assert not torch.allclose(whole[60:], out[60:], atol=1e-4)

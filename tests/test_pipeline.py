@@ -26,7 +26,6 @@ from talkface.pipeline import (
     ABLATIONS,
     L2FRenderer,
     TalkingFacePipeline,
-    _predict_chunked,
     ablation,
     missing_checkpoints,
     mouth_opening_figure,
@@ -151,11 +150,11 @@ def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_s
     monkeypatch.setattr(pipe.renderer, "generator", recorder)
     result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8)
 
-    # A2L in one plain forward call, outside the pipeline
+    # A2L outside the pipeline, on the same features and reference
     wave = short_speech[1]
     ref, sim = normalise_landmarks(aligned.landmarks)
     with torch.inference_mode():
-        pred = pipe.a2l_model("wd_tr")(mfcc_windows(wave)[None], torch.from_numpy(ref).float()[None])[0]
+        pred = pipe.a2l_model("wd_tr").predict_sequence(mfcc_windows(wave), torch.from_numpy(ref).float())
     expected = denormalise_landmarks(pred.double().numpy(), sim)
     np.testing.assert_allclose(result.landmarks, expected, atol=1e-3)
 
@@ -173,16 +172,6 @@ def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_s
             frame = recorder.inner(identity, maps[p.index][None], identity_maps)[0]
         frame = ((frame + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
         assert np.abs(frame.astype(int) - p.frame).max() <= 2
-
-
-def test_chunked_a2l_equals_one_call(pipe):
-    model = pipe.a2l_model("baseline")
-    g = torch.Generator().manual_seed(0)
-    mfcc, ref = torch.randn(40, 28, 12, generator=g) * 10, torch.randn(68, 2, generator=g) * 0.5
-    with torch.inference_mode():
-        whole = model(mfcc[None], ref[None])[0]
-        chunked = _predict_chunked(model, mfcc, ref, chunk=7)
-    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_batch_size_does_not_change_the_result(pipe, aligned, short_speech, tmp_path):

@@ -121,6 +121,34 @@ class LandmarkPredictor(nn.Module):
     def forward(self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor) -> torch.Tensor:
         return self.forward_with_state(mfcc, ref_landmarks)[0]
 
+    @torch.no_grad()
+    def predict_sequence(self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor, clip: int = 29, hop: int = 14,
+                         batch: int = 64) -> torch.Tensor:
+        """Landmarks (T, 68, 2) for a recording of any length (T, 28, 12), one identity (68, 2). (ours)
+
+        The predictor learns on 29-frame clips that start from a zero LSTM state; run over minutes of audio
+        in one pass its state would drift outside anything it saw. So, as in training, each `clip`-frame
+        window starts fresh, windows overlap by ``clip - hop`` frames and are cross-faded with triangular
+        weights (a window's first frames, where the LSTM is still warming up, count least). Windows go
+        through the network `batch` at a time: memory is bounded whatever the length. A recording of at
+        most `clip` frames is one plain call.
+        """
+        t = mfcc.shape[0]
+        if t <= clip:
+            return self(mfcc[None], ref_landmarks[None])[0]
+        starts = [*range(0, t - clip, hop), t - clip]
+        weight = torch.minimum(torch.arange(1, clip + 1), torch.arange(clip, 0, -1)).to(mfcc)
+        total = torch.zeros(t, self.n_points, 2, dtype=mfcc.dtype, device=mfcc.device)
+        norm = torch.zeros(t, 1, 1, dtype=mfcc.dtype, device=mfcc.device)
+        for i in range(0, len(starts), batch):
+            group = starts[i : i + batch]
+            windows = torch.stack([mfcc[s : s + clip] for s in group])
+            out = self(windows, ref_landmarks[None].expand(len(group), -1, -1))
+            for s, landmarks in zip(group, out):
+                total[s : s + clip] += weight[:, None, None] * landmarks
+                norm[s : s + clip] += weight[:, None, None]
+        return total / norm
+
     def forward_with_state(
         self, mfcc: torch.Tensor, ref_landmarks: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
