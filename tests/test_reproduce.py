@@ -1,0 +1,39 @@
+"""The whole chain on the tiny preset: corpus -> cache -> judges -> four A2L -> L2F -> tables -> a real mp4."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from talkface.audio import load_audio, num_video_frames
+from talkface.video import probe
+from train.reproduce import SHIPPED
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_ends_in_a_video(tmp_path):
+    work = tmp_path / "work"
+    cmd = [sys.executable, "train/reproduce.py", "--preset", "tiny", "--work", str(work), "--workers", "1"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in SHIPPED:
+        for ext in (".safetensors", ".json", ".md"):
+            assert (work / "checkpoints" / f"{name}{ext}").exists(), f"{name}{ext}"
+    # the tables were measured from the shipped files
+    results = json.loads((work / "eval" / "results.json").read_text())
+    assert set(results["a2l_side"]["a2l"]) == {"a2l_baseline", "a2l_wd", "a2l_tr", "a2l_wd_tr"}
+    assert "ground truth" in results["l2f_side"]
+    assert "LMD" in (work / "eval" / "results.md").read_text()
+    # and the example speech became a video of the example face, with its audio
+    info = probe(work / "example.mp4")
+    wave, _ = load_audio(REPO / "assets" / "examples" / "speech.wav")
+    assert info["has_video"] and info["has_audio"]
+    assert abs(info["frames"] - num_video_frames(len(wave))) <= 1
+    # rerunning finds every stage done and trains nothing again
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train/train_" not in again.stdout
