@@ -1,7 +1,7 @@
 """What every benchmark shares: the machine it ran on, checkpoints of the real sizes, timing, the table.
 
 Figures from a loaded machine are not figures of the machine, so every script prints `machine_line()`
-(cores, CPU model, torch threads, load average when it started) above its numbers.
+(cores, CPU model, torch threads, OpenMP settings, load average when it started) above its numbers.
 """
 
 from __future__ import annotations

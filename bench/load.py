@@ -11,8 +11,11 @@ be checked against its own question: all must succeed, each video must have exac
 sound of its own speech, and no two videos may be the same file. Reported: latency percentiles (the queue
 runs one generation at a time, so the last of 8 waits for the other 7), and the app's memory (with its
 ffmpeg encoders) at the peak and after each burst against the baseline. Everything is bounded: 8 requests
-a burst, a time limit per burst, and the app is stopped at the end whatever happens. The whole test runs
-twice: with the app as shipped, and started with MALLOC_MMAP_THRESHOLD_=131072.
+a burst, a time limit per burst, and the app is stopped at the end whatever happens.
+
+The whole test runs three times: the app as shipped; started with MALLOC_MMAP_THRESHOLD_=131072 (glibc then
+serves large blocks with mmap and hands them back when freed); and with glibc's malloc_trim(0) called after
+every request (app.py's own main, its request function wrapped here: the change proposed for app.py).
 """
 
 from __future__ import annotations
@@ -52,6 +55,32 @@ REQUESTS = 8
 # glibc keeps freed heap memory for reuse, per thread arena; Gradio runs requests on many threads, so the
 # app's RSS climbs request after request. Large blocks served by mmap go back to the system when freed.
 MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+VARIANTS = (("as shipped", False, {}), ("MALLOC_MMAP_THRESHOLD_=131072", False, MMAP_THRESHOLD),
+            ("malloc_trim(0) after each request", True, {}))
+
+
+def serve_with_trim(argv: list[str]) -> None:
+    """app.py's main, with glibc's malloc_trim(0) after every request: freed memory of the request goes back
+    to the system at once, whichever of Gradio's worker threads (and malloc arenas) served it."""
+    import ctypes
+    import functools
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("talkface_app", REPO / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    libc = ctypes.CDLL("libc.so.6")
+    generate = app.TalkFaceApp.generate
+
+    @functools.wraps(generate)
+    def trimmed(self, *args, **kwargs):
+        try:
+            yield from generate(self, *args, **kwargs)
+        finally:
+            libc.malloc_trim(0)
+
+    app.TalkFaceApp.generate = trimmed
+    app.main(argv)
 
 
 def free_port() -> int:
@@ -120,17 +149,18 @@ def check(outputs: list[tuple], speeches: list[Path]) -> None:
         seen.add(digest)
 
 
-def run(quick: bool = False, work: Path | None = None, bursts: int = 2,
-        app_envs: tuple[dict[str, str], ...] = ({}, MMAP_THRESHOLD)) -> list[Row]:
-    """The load test once per environment in `app_envs`: as shipped, and with glibc's mmap threshold fixed."""
+def run(quick: bool = False, work: Path | None = None, bursts: int = 2, variants: tuple = VARIANTS
+        ) -> list[Row]:
+    """The load test once per variant: (label, trim after each request, environment of the app)."""
     work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
     rows = []
-    for app_env in app_envs:
-        rows += load_test(quick, work, bursts, app_env)
+    for label, trim, app_env in variants:
+        rows += load_test(quick, work, bursts, label, trim, app_env)
     return rows
 
 
-def load_test(quick: bool, work: Path, bursts: int, app_env: dict[str, str]) -> list[Row]:
+def load_test(quick: bool, work: Path, bursts: int, label: str, trim: bool, app_env: dict[str, str]
+              ) -> list[Row]:
     checkpoints = benchmark_checkpoints(work / "checkpoints")
     lengths = [0.6 + 0.2 * i for i in range(REQUESTS)] if quick else [1.0 + 0.5 * i for i in range(REQUESTS)]
     speeches = [write_speech(work / f"speech_{s:.1f}s.wav", s) for s in lengths]
@@ -138,9 +168,10 @@ def load_test(quick: bool, work: Path, bursts: int, app_env: dict[str, str]) -> 
     env = {**os.environ, "GRADIO_TEMP_DIR": str(work / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False",
            **app_env}
     log = open(work / f"app_{port}.log", "w")  # closed in the finally below
-    app = subprocess.Popen([sys.executable, "app.py", "--checkpoints", str(checkpoints), "--port", str(port),
+    launch = [__file__, "--serve-with-trim"] if trim else ["app.py"]
+    app = subprocess.Popen([sys.executable, *launch, "--checkpoints", str(checkpoints), "--port", str(port),
                             "--max-seconds", "30"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    extra = "".join(f"; app started with {k}={v}" for k, v in app_env.items()) or "; as shipped"
+    extra = f"; app {label}"
     rows = [Row(SECTION, "set-up", f"{checkpoint_note(checkpoints)}; {REQUESTS} requests a burst, "
                 f"{lengths[0]:.1f}-{lengths[-1]:.1f} s of speech each, WD+TR, panels on (as the app does)"
                 f"{extra}")]
@@ -196,11 +227,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bursts", type=int, default=2, help="bursts of 8 requests (default 2)")
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="test only an app started with these environment variables (repeatable)")
-    args = parser.parse_args(argv)
-    envs = (dict(item.split("=", 1) for item in args.app_env),) if args.app_env else ({}, MMAP_THRESHOLD)
+    parser.add_argument("--serve-with-trim", action="store_true", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    if args.serve_with_trim:
+        serve_with_trim(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    variants = VARIANTS
+    if args.app_env:
+        env = dict(item.split("=", 1) for item in args.app_env)
+        variants = ((", ".join(args.app_env), False, env),)
     header = machine_line()
     print(header, flush=True)
-    report("Load", run(args.quick, bursts=args.bursts, app_envs=envs), header=header)
+    report("Load", run(args.quick, bursts=args.bursts, variants=variants), header=header)
 
 
 if __name__ == "__main__":
