@@ -147,6 +147,8 @@ class TalkFaceApp:
             log.exception("generation failed")
             raise gr.Error("Something went wrong while making the video; please try again or use other files.") \
                 from exc
+        finally:
+            _release_memory()
         yield (
             aligned_preview(result.aligned),
             str(result.video_path),
@@ -166,6 +168,17 @@ class TalkFaceApp:
         if not previews:
             return None
         return min(previews, key=lambda p: abs(p[0] - seconds))[1]
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the system after a request: glibc keeps it in per-thread arenas otherwise, and a
+    few bursts of requests left the server at 2-3x its idle memory (bench/load.py). A no-op off glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _details(result) -> str:

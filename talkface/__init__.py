@@ -1,5 +1,11 @@
 """TalkFace: talking-face generation via semantic and temporal synchronous landmarks (Zheng et al., ICPR 2020)."""
 
+import os
+
+# Idle OpenMP threads busy-wait by default; with ffmpeg encoders and other processes on a small CPU that
+# spinning made the pipeline 4x slower end to end (bench/speed.py). Set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceError
 
 __all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError"]
