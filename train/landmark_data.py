@@ -88,6 +88,21 @@ def command_line(script: str, argv: list[str]) -> str:
     return f"python train/{script} " + shlex.join(argv)
 
 
+# Every model card ends with where the data came from and what that means for use.
+DATA_AND_LICENCES = """## Data and licences
+
+- Trained on TalkFace's **synthetic** LRW-shaped corpus (`talkface.data.synth`), not on LRW or GRID (they
+  cannot be downloaded where TalkFace is built): real, clearly licensed photos (NASA astronaut portrait, public
+  domain; Solvay 1927 conference photo, public domain; KPhotoAlbum demo album, GPL-2+) animated by a
+  phone-driven mouth model, with eSpeak NG / Flite / Festival speech and real recorded speech (Asterisk
+  prompts by Allison Smith, CC-BY-SA-3.0). Figures above are on that corpus's held-out faces and voices; they
+  say nothing about LRW or GRID.
+- Landmarks are dlib's 68-point shape predictor (`face-recognition-models`), trained on iBUG 300-W, whose
+  licence excludes commercial use: so does anything trained on its landmarks, this checkpoint included.
+- Code: MIT.
+"""
+
+
 def write_model_card(stem: Path, title: str, summary: list[str], config: dict[str, Any], model: nn.Module) -> None:
     """STEM.md next to the checkpoint: what it is, how it was trained, what it measured."""
     params = sum(p.numel() for p in model.parameters())
@@ -111,7 +126,7 @@ def write_model_card(stem: Path, title: str, summary: list[str], config: dict[st
         *(f"| {split} | {k} | {v:.4f} |" for split, m in config["metrics"].items() for k, v in m.items()),
         "",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines))
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n" + DATA_AND_LICENCES)
 
 
 def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int, lr: float) -> None:

@@ -63,6 +63,7 @@ from talkface.training import (
     teardown,
     wrap_ddp,
 )
+from train.landmark_data import DATA_AND_LICENCES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -388,7 +389,7 @@ def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict,
         "generator repaints the aligned 256×256 face crop; it does not animate hair, shoulders or background",
         "beyond the crop.",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + DATA_AND_LICENCES)
     return stem
 
 
