@@ -38,6 +38,7 @@ from talkface.checkpoints import load_checkpoint
 from talkface.data.dataset import FrameDataset, LandmarkDataset
 from talkface.data.prepare import read_shard_meta
 from talkface.face import MOUTH, detect_landmarks, mouth_opening
+from talkface.heatmaps import draw_landmarks
 from talkface.metrics import lmd, psnr, ssim
 from talkface.training import Run, setup
 from talkface.video import contact_sheet
@@ -97,6 +98,11 @@ def sync(pred: torch.Tensor, true: torch.Tensor, max_lag: int = MAX_LAG) -> dict
         if corr > best[1]:
             best = (lag, corr)
     return {"sync_lag": float(best[0]), "sync_corr": best[1]}
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> H x W x 3 uint8, for dlib and for the contact sheet."""
+    return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -162,22 +168,13 @@ def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, 
             fakes.append(((fake.clamp(-1, 1) + 1) / 2).cpu())
             reals.append(((real + 1) / 2).cpu())
             if k < 3 and label in ("ground truth", "+WD+TR"):
-                from talkface.heatmaps import draw_landmarks
-
-                def u8(x: torch.Tensor) -> np.ndarray:
-                    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
                 blank = np.zeros((256, 256, 3), np.uint8)
-                rows += [[u8((first["identity"] + 1) / 2)] + [draw_landmarks(blank, lm) for lm in lms[:4]],
-                         [u8(x) for x in fakes[-1][:4]], [u8(x) for x in reals[-1][:4]]]
+                rows += [[_to_uint8((first["identity"] + 1) / 2)] + [draw_landmarks(blank, lm) for lm in lms[:4]],
+                         [_to_uint8(x) for x in fakes[-1][:4]], [_to_uint8(x) for x in reals[-1][:4]]]
                 labels += [f"{label}: landmarks", "generated", "real"]
         fake, real = torch.cat(fakes), torch.cat(reals)
-
-        def uint8(x: torch.Tensor) -> np.ndarray:
-            return (x * 255).round().byte().permute(1, 2, 0).numpy()
-
-        pred_lm = np.stack([detect_landmarks(uint8(x)) for x in fake])
-        true_lm = np.stack([detect_landmarks(uint8(x)) for x in real])
+        pred_lm = np.stack([detect_landmarks(_to_uint8(x)) for x in fake])
+        true_lm = np.stack([detect_landmarks(_to_uint8(x)) for x in real])
         results[label] = {
             "psnr": psnr(fake, real, channel_axis=1),
             "ssim": ssim(fake, real, channel_axis=1),
