@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -121,6 +122,14 @@ class TalkingFaceResult:
 # L2F as one unit: heatmaps drawn as in training, then the generator
 
 
+class PreparedIdentity(NamedTuple):
+    """What L2F needs of the identity photo, computed once per request (``L2FRenderer.prepare``)."""
+
+    photo: torch.Tensor  # (1, 3, S, S) in [-1, 1]
+    heatmaps: torch.Tensor | None  # (1, C, h, h), when the generator reads them
+    landmarks: torch.Tensor | None  # (1, 68, 2) in the generator's pixels, when it warps by landmark_flow
+
+
 class L2FRenderer:
     """Landmarks (pixels of the 256 aligned crop) -> frames, drawing the generator's heatmaps exactly as
     train/train_l2f.py does (frames of `image_size`, heatmaps at `heatmap_scale` of that, ridge `heatmap_sigma`
@@ -144,36 +153,48 @@ class L2FRenderer:
                    heatmap_sigma=float(config.get("heatmap_sigma", HEATMAP_SIGMA)),
                    heatmap_scale=float(config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
 
+    def pixels(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Crop pixels -> pixels of the generator's frame (pixel centres on integers in both), on the device."""
+        k = self.image_size / CROP_SIZE
+        return (landmarks.to(self.device, torch.float32) + 0.5) * k - 0.5
+
     def heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
         """(N, 68, 2) crop pixels -> (N, C, h, h) heatmaps at the resolution the generator reads, on the device."""
-        k = self.image_size / CROP_SIZE  # crop pixels -> pixels of the generator's frame (centres on integers)
-        lm = (landmarks.to(self.device, torch.float32) + 0.5) * k - 0.5
-        return generator_heatmaps(lm, self.image_size, self.heatmap_sigma, self.heatmap_scale)
+        return generator_heatmaps(self.pixels(landmarks), self.image_size, self.heatmap_sigma, self.heatmap_scale)
 
-    def prepare(self, identity: torch.Tensor, identity_landmarks: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def prepare(self, identity: torch.Tensor, identity_landmarks: torch.Tensor) -> PreparedIdentity:
         """The per-identity inputs, computed once: the photo (3, H, W) in [-1, 1] at the generator's size
-        (1, 3, S, S), and its own heatmaps (None if the generator does not read them)."""
+        (1, 3, S, S), its own heatmaps (None if the generator does not read them) and its landmarks in the
+        generator's pixels (None unless the generator warps by ``landmark_flow``)."""
         photo = identity.to(self.device, torch.float32)[None]
         if photo.shape[-1] != self.image_size:
             photo = F.interpolate(photo, size=(self.image_size, self.image_size), mode="area")
         maps = self.heatmaps(identity_landmarks[None]) if self.generator.use_identity_heatmaps else None
-        return photo, maps
+        points = self.pixels(identity_landmarks[None]) if getattr(self.generator, "landmark_flow", False) else None
+        return PreparedIdentity(photo, maps, points)
 
-    def generate(self, prepared: tuple[torch.Tensor, torch.Tensor | None], heatmaps: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, h) target heatmaps -> (N, 3, S, S) frames in [-1, 1]."""
-        photo, maps = prepared
+    def generate(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1].
+        The landmarks themselves are needed only by a generator that warps by ``landmark_flow``."""
+        photo, maps, points = prepared
         n, last = len(heatmaps), torch.channels_last
+        extra = {}
+        if points is not None:
+            if landmarks is None:
+                raise ValueError("this generator warps by the landmarks: pass them to generate()")
+            extra = {"landmarks": self.pixels(landmarks), "identity_landmarks": points.expand(n, -1, -1)}
         return self.generator(photo.expand(n, -1, -1, -1).contiguous(memory_format=last),
                               heatmaps.contiguous(memory_format=last),
-                              None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=last))
+                              None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=last),
+                              **extra)
 
     @torch.inference_mode()
     def __call__(self, identity: torch.Tensor, identity_landmarks: torch.Tensor, landmarks: torch.Tensor
                  ) -> torch.Tensor:
         """Frames (N, 3, H, W) in [-1, 1] for landmarks (N, 68, 2), at the identity photo's resolution H x W
         (resized from the generator's when they differ, so they compare with real frames)."""
-        frames = self.generate(self.prepare(identity, identity_landmarks), self.heatmaps(landmarks))
+        frames = self.generate(self.prepare(identity, identity_landmarks), self.heatmaps(landmarks), landmarks)
         if frames.shape[-2:] != identity.shape[-2:]:
             frames = F.interpolate(frames, size=identity.shape[-2:], mode="bilinear", align_corners=False)
         return frames
@@ -372,10 +393,11 @@ class TalkingFacePipeline:
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
                 frames, maps = {}, None
                 for track in tracks:
+                    points = torch.from_numpy(tracks[track][start:end])
                     with _timed(seconds, "heatmaps"):
-                        heat = renderer.heatmaps(torch.from_numpy(tracks[track][start:end]))
+                        heat = renderer.heatmaps(points)
                     with _timed(seconds, "l2f"):
-                        frames[track] = _to_uint8(renderer.generate(identity, heat))
+                        frames[track] = _to_uint8(renderer.generate(identity, heat, points))
                     if track == name:
                         maps = heat
                 with _timed(seconds, "video"):

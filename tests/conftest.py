@@ -13,7 +13,7 @@ from talkface.pipeline import ABLATIONS
 
 TINY_A2L = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8, num_layers=1)
 TINY_WORDS = dict(hidden=8, num_layers=1, fc_dim=8)
-TINY_L2F = dict(GENERATOR_SIZES["tiny"], mode="direct")
+TINY_L2F = dict(GENERATOR_SIZES["tiny"], mode="warp", landmark_flow=True)  # as shipped
 TINY_IMAGE_SIZE = 64  # the tiny generator paints 64 x 64 frames: heatmaps and frames stay cheap in tests
 FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
 

@@ -316,6 +316,26 @@ def test_landmark_dataset(lrw_cache, lrw_tree):
     assert batch["mfcc"].shape == (4, 29, 28, 12) and len(batch["clip_id"]) == 4
 
 
+def test_frame_dataset_any_identity(lrw_cache):
+    """identity="any": another frame of the same clip, never the target, the same on every call, and spread
+    over the clip (so the generator learns to close a mouth as well as to open one)."""
+    cache, _ = lrw_cache
+    first, other = FrameDataset(cache, "val"), FrameDataset(cache, "val", identity="any")
+    assert len(other) == len(first)
+    refs = [other.identity_frame(i) for i in range(len(other))]
+    assert refs == [other.identity_frame(i) for i in range(len(other))]
+    targets = [other[i]["frame"] for i in range(0, len(other), 7)]
+    assert all(r != t for r, t in zip(refs[::7], targets, strict=True))
+    assert all(0 <= r < other.frames for r in refs) and len(set(refs)) > other.frames // 2
+    item, ref = other[30], refs[30]
+    assert item["identity_frame"] == ref and first[30]["identity_frame"] == 0
+    shifted = first[28 + ref - 1]  # the item of the same clip whose target is that frame
+    assert torch.equal(item["identity"], shifted["target"])
+    assert torch.equal(item["identity_landmarks"], shifted["target_landmarks"])
+    with pytest.raises(ValueError):
+        FrameDataset(cache, "val", identity="random")
+
+
 def test_frame_dataset(lrw_cache, lrw_tree):
     cache, _ = lrw_cache
     frames = FrameDataset(cache, "val")

@@ -21,6 +21,7 @@ from talkface.models.l2f import (
     HEATMAP_SCALE,
     Discriminator,
     Generator,
+    landmark_flow,
     warp,
 )
 
@@ -87,6 +88,60 @@ def test_warp_moves_pixels():
     flow[:, 0] = 2 * 3 / 16  # sample 3 pixels to the right
     shifted = warp(image, flow)
     assert torch.allclose(shifted[..., :13], image[..., 3:], atol=1e-4)
+
+
+def test_landmark_flow_carries_pixels_with_their_landmark(face):
+    """A lower lip and chin moved down 10 px: the photo's pixels there move with them, the rest stays put."""
+    image, landmarks = face
+    source = landmarks[None]
+    assert landmark_flow(source, source, 256).abs().max() == 0
+    target = source.clone()
+    moved = [*range(6, 11), 56, 57, 58, 65, 66, 67]  # chin and the lower lip's middle
+    target[0, moved, 1] += 10
+    flow = landmark_flow(source, target, 256)
+    assert flow.shape == (1, 2, 128, 128)
+    # at a moved landmark the pixel comes from its source position (within the neighbours' averaging)
+    x, y = (target[0, 57] / 2).round().long().tolist()
+    assert float(flow[0, 1, y, x] * 256 / 2) == pytest.approx(-10, abs=2.5)
+    # the eyes, the forehead and the background do not move
+    for point in (36, 45, 19, 24):
+        x, y = (source[0, point] / 2).round().long().tolist()
+        assert flow[0, :, y, x].abs().max() * 128 < 0.05
+    assert flow[0, :, :10].abs().max() * 128 < 1e-3
+    # warped, the lower lip's colour sits 10 px lower
+    warped = warp(image[None], flow)
+    x, y = landmarks[57].round().long().tolist()
+    assert torch.allclose(warped[0, :, y + 10, x], image[:, y, x], atol=0.15)
+    # differentiable in both landmark sets
+    src, tgt = source.clone().requires_grad_(True), target.clone().requires_grad_(True)
+    landmark_flow(src, tgt, 256).square().sum().backward()
+    assert src.grad.abs().sum() > 0 and tgt.grad.abs().sum() > 0
+
+
+def test_landmark_flow_generator_needs_the_landmarks(face):
+    image, landmarks = face
+    size = 64
+    identity = F.interpolate(image[None], size=size, mode="area")
+    source = landmarks[None] * size / 256
+    target = source.clone()
+    target[0, 48:68, 1] += 3
+    maps, identity_maps = render_heatmaps(target, size=size // 2), render_heatmaps(source, size=size // 2)
+    gen = Generator(mode="warp", landmark_flow=True, **TINY).eval()
+    assert gen.init_kwargs["landmark_flow"] is True
+    assert "landmark_flow" not in Generator(mode="warp", **TINY).init_kwargs  # older checkpoints' JSON still matches
+    with pytest.raises(ValueError):
+        gen(identity, maps, identity_maps)
+    with pytest.raises(ValueError):
+        Generator(mode="direct", landmark_flow=True)
+    with torch.no_grad():
+        moved = gen(identity, maps, identity_maps, landmarks=target, identity_landmarks=source)
+        still = gen(identity, maps, identity_maps, landmarks=source, identity_landmarks=source)
+        # untrained, the generator shows the photo warped by the landmark flow (its own flow starts at zero)
+        expected = warp(identity, landmark_flow(source, target, size))
+    # what the landmarks change in the output is what the landmark warp changes in the photo
+    change, warped_change = (moved - still).flatten(), (expected - identity).flatten()
+    assert warped_change.abs().max() > 0.1
+    assert torch.corrcoef(torch.stack([change, warped_change]))[0, 1] > 0.9
 
 
 def test_warp_generator_starts_near_the_photo():
@@ -248,9 +303,10 @@ def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
     data = _ShiftedFaces(*face)
     manifest = {"dataset": "astronaut", "clip_list_hash": "0", "listed_clips": 1,
                 "splits": {"train": {"clips": 1}, "val": {"clips": 1}}}
-    monkeypatch.setattr(trainer, "load_data", lambda cache: (data, data, manifest))
-    common = ["--cache", "unused", "--size", "tiny", "--batch-size", "2", "--log-every", "1", "--save-every", "2",
-              "--sample-every", "2", "--val-every", "2", "--val-frames", "2", "--lmd-frames", "2"]
+    monkeypatch.setattr(trainer, "load_data", lambda cache, identity="first": (data, data, manifest))
+    common = ["--cache", "unused", "--size", "tiny", "--mode", "warp", "--landmark-flow", "--batch-size", "2",
+              "--log-every", "1", "--save-every", "2", "--sample-every", "2", "--val-every", "2", "--val-frames", "2",
+              "--lmd-frames", "2"]  # the shipped generator's settings
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     metrics = trainer.main([*common, "--out", str(whole), "--max-steps", "4"])
     trainer.main([*common, "--out", str(parts), "--max-steps", "2"])
@@ -266,7 +322,11 @@ def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
     assert set(metrics) == {"l1", "psnr", "ssim", "lmd", "lmd_mouth"}
     gen, config = load_checkpoint(whole / "l2f")
     resumed, _ = load_checkpoint(parts / "l2f")
-    assert isinstance(gen, Generator) and config["dtype"] == "float16"
+    assert isinstance(gen, Generator) and config["dtype"] == "float16" and gen.landmark_flow
     assert config["heatmap_sigma"] == 2.0 and config["image_size"] == 64 and config["metrics"] == metrics
     assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), resumed.state_dict().values()))
     assert "lsgan" in (whole / "l2f.md").read_text()
+    # fine-tuning starts from a shippable checkpoint's weights
+    tuned = tmp_path / "tuned"
+    trainer.main([*common, "--out", str(tuned), "--max-steps", "1", "--lmd-frames", "0", "--init", str(whole / "l2f")])
+    assert "--init" in load_checkpoint(tuned / "l2f")[1]["training"]["command"]

@@ -139,10 +139,12 @@ class RecordingGenerator(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
         self.inner, self.use_identity_heatmaps, self.heatmaps = inner, inner.use_identity_heatmaps, []
+        self.landmark_flow, self.landmarks = inner.landmark_flow, []
 
-    def forward(self, identity, heatmaps, identity_heatmaps=None):
+    def forward(self, identity, heatmaps, identity_heatmaps=None, **landmarks):
         self.heatmaps.append(heatmaps.clone())
-        return self.inner(identity, heatmaps, identity_heatmaps)
+        self.landmarks.append(landmarks["landmarks"].clone())
+        return self.inner(identity, heatmaps, identity_heatmaps, **landmarks)
 
 
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
@@ -165,11 +167,16 @@ def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_s
     photo = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 127.5 - 1
     identity = torch.nn.functional.interpolate(photo, size=64, mode="area")
     identity_maps = render_heatmaps(torch.from_numpy(aligned.landmarks)[None], size=32)
+    # the landmark flow gets the same landmarks, in pixels of the 64 x 64 frame (centres on integers)
+    points = torch.cat(recorder.landmarks)
+    torch.testing.assert_close(points, (torch.from_numpy(result.landmarks).float() + 0.5) / 4 - 0.5)
+    identity_points = (torch.from_numpy(aligned.landmarks).float()[None] + 0.5) / 4 - 0.5
     for p in result.preview[::6]:
         picture = cv2.resize(heatmap_image(maps[p.index]), (64, 64), interpolation=cv2.INTER_LINEAR)
         np.testing.assert_array_equal(p.heatmaps, picture)
         with torch.inference_mode():
-            frame = recorder.inner(identity, maps[p.index][None], identity_maps)[0]
+            frame = recorder.inner(identity, maps[p.index][None], identity_maps, landmarks=points[p.index][None],
+                                   identity_landmarks=identity_points)[0]
         frame = ((frame + 1) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
         assert np.abs(frame.astype(int) - p.frame).max() <= 2
 

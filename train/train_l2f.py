@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
+from talkface.checkpoints import atomic_save_json, load_checkpoint, save_checkpoint, unwrap
 from talkface.data.dataset import FrameDataset, read_manifest
 from talkface.face import CROP_SIZE, MIRROR, MOUTH, detect_landmarks
 from talkface.heatmaps import NUM_CHANNELS, heatmap_image
@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(GENERATOR_SIZES), default="default")
     p.add_argument("--mode", choices=["direct", "warp"], default="direct")
     p.add_argument("--no-identity-heatmaps", action="store_true", help="G sees only the target heatmaps")
+    p.add_argument("--landmark-flow", action="store_true",
+                   help="warp mode: start G's flow from one computed from the two landmark sets")
+    p.add_argument("--identity-frame", choices=FrameDataset.IDENTITIES, default="first",
+                   help="the identity image of a training pair: the clip's first frame, or any other frame")
+    p.add_argument("--init", metavar="STEM", help="start G from this shippable checkpoint's weights (fine-tuning)")
     p.add_argument("--sigma", type=float, default=HEATMAP_SIGMA, help="heatmap ridge width (crop pixels)")
     p.add_argument("--no-spectral-norm", action="store_true", help="GroupNorm in D instead")
     p.add_argument("--d-channels", type=int, help="D's first-layer width (default: the --size preset's); "
@@ -199,8 +204,12 @@ class L2FModel:
 
     def __init__(self, args: argparse.Namespace, run: Run):
         self.args, self.device = args, run.device
-        self.net_G = wrap_ddp(Generator(mode=args.mode, use_identity_heatmaps=not args.no_identity_heatmaps,
-                                        **GENERATOR_SIZES[args.size]), run)
+        generator = Generator(mode=args.mode, use_identity_heatmaps=not args.no_identity_heatmaps,
+                              landmark_flow=args.landmark_flow, **GENERATOR_SIZES[args.size])
+        if args.init:
+            init, _ = load_checkpoint(args.init)
+            generator.load_state_dict(init.float().state_dict())
+        self.net_G = wrap_ddp(generator, run)
         d_size = dict(DISCRIMINATOR_SIZES[args.size])
         if args.d_channels:
             d_size["base_channels"] = args.d_channels
@@ -242,7 +251,14 @@ class L2FModel:
 
     def forward(self) -> None:
         with self._autocast():
-            self.fake = self.net_G(self.identity, self.target_heatmaps, self.identity_heatmaps).float()
+            self.fake = self.net_G(self.identity, self.target_heatmaps, self.identity_heatmaps,
+                                   **self.flow_inputs()).float()
+
+    def flow_inputs(self) -> dict[str, torch.Tensor]:
+        """The landmark sets a generator built with ``landmark_flow`` warps by (none for the others)."""
+        if not self.args.landmark_flow:
+            return {}
+        return {"landmarks": self.target_landmarks, "identity_landmarks": self.identity_landmarks}
 
     def backward_D(self) -> None:
         # real and fake in one batch: one DDP forward per backward (GroupNorm/spectral norm are per sample)
@@ -298,11 +314,12 @@ class L2FModel:
 # data and evaluation
 
 
-def load_data(cache: str) -> tuple[Dataset, Dataset | None, dict]:
-    """Train split, val split (None when the cache has none) and the manifest."""
+def load_data(cache: str, identity: str = "first") -> tuple[Dataset, Dataset | None, dict]:
+    """Train split (its identity frames chosen by ``identity``), val split (None when the cache has none;
+    always the first frame as identity, so validation figures compare across runs) and the manifest."""
     manifest = read_manifest(cache)
     val = FrameDataset(cache, "val") if "val" in manifest["splits"] else None
-    return FrameDataset(cache, "train"), val, manifest
+    return FrameDataset(cache, "train", identity=identity), val, manifest
 
 
 def spread_indices(dataset: Dataset, count: int) -> list[int]:
@@ -322,7 +339,7 @@ def evaluate(model: L2FModel, dataset: Dataset, indices: list[int], with_lmd: bo
                  ("identity", "identity_landmarks", "target", "target_landmarks")}
         model.set_input(batch, augment=False)
         with model._autocast():
-            fake = gen(model.identity, model.target_heatmaps, model.identity_heatmaps).float()
+            fake = gen(model.identity, model.target_heatmaps, model.identity_heatmaps, **model.flow_inputs()).float()
         l1.append(F.l1_loss(fake, model.target, reduction="none").flatten(1).mean(1))
         fakes.append(((fake.clamp(-1, 1) + 1) / 2).cpu())
         reals.append(((model.target + 1) / 2).cpu())
@@ -370,7 +387,9 @@ def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict,
         "Zheng et al., ICPR 2020, §III-B: a U-Net variant paints a 256×256 frame from the identity photo and the",
         f"target landmarks drawn as {NUM_CHANNELS} heatmap channels (σ = {args.sigma} px).",
         "",
-        f"- Mode: `{args.mode}`; size preset `{args.size}`; {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
+        f"- Mode: `{args.mode}`{' with the landmark flow' if args.landmark_flow else ''}; identity frame "
+        f"`{args.identity_frame}`{f'; fine-tuned from `{args.init}`' if args.init else ''}; size preset "
+        f"`{args.size}`; {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
         f"- Trained {state.step} steps, batch {args.batch_size} per process, Adam lr {args.lr}, "
         f"λ_L1 = {args.lambda_l1}, λ_lip = {args.lambda_lip}, λ_adv = {args.lambda_adv} ({args.gan_mode}).",
         f"- Data: `{manifest.get('dataset')}` cache, clip list hash `{manifest.get('clip_list_hash')}`; "
@@ -405,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     out = Path(args.out)
     run = setup(args.seed)
-    train_set, val_set, manifest = load_data(args.cache)
+    train_set, val_set, manifest = load_data(args.cache, args.identity_frame)
     model = L2FModel(args, run)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
     if len(loader) == 0:

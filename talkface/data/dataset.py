@@ -107,28 +107,48 @@ def _to_tensor(frame: np.ndarray) -> torch.Tensor:
 class FrameDataset(Dataset):
     """(identity, target) frame pairs of one split, for L2F.
 
-    The identity image is each clip's reference frame (frame 0, the frame the alignment was computed on,
-    and whose landmarks A2L gets as `ref_landmarks`); every other frame of the clip is one target, so an
-    item never pairs a frame with itself. Images are 3x256x256 float in [-1, 1]; landmarks crop pixels.
+    ``identity="first"``: the identity image is each clip's reference frame (frame 0, the frame the alignment
+    was computed on, and whose landmarks A2L gets as `ref_landmarks`) — the evaluation's fixed pairing.
+    ``identity="any"``: another frame of the same clip, a different one for each target (a fixed function of
+    the item's index, so runs stay reproducible and resumable). Training on these teaches the generator to
+    close a mouth the photo shows open as well as to open a closed one, as users' photos need.
+    Every other frame of the clip is one target, so an item never pairs a frame with itself. Images are
+    3x256x256 float in [-1, 1]; landmarks crop pixels. Frames share one crop per clip, so any pair aligns.
     """
 
-    def __init__(self, cache_dir: str | Path, split: str):
+    IDENTITIES = ("first", "any")
+
+    def __init__(self, cache_dir: str | Path, split: str, identity: str = "first"):
+        if identity not in self.IDENTITIES:
+            raise ValueError(f"identity must be one of {self.IDENTITIES}, got {identity!r}")
         self.shards = _Shards(cache_dir, split)
         self.frames = read_manifest(cache_dir)["frames"]
+        self.identity = identity
 
     def __len__(self) -> int:
         return len(self.shards.rows) * (self.frames - 1)
 
+    def identity_frame(self, index: int) -> int:
+        """The frame paired as identity with item ``index``'s target (never the target itself)."""
+        clip, t = divmod(index, self.frames - 1)
+        if self.identity == "first":
+            return 0
+        # a hash of the index, spread over the clip's other frames: an offset 1..frames-1 from the target
+        offset = 1 + (clip * 7919 + t * 104729) % (self.frames - 1)
+        return (t + 1 + offset) % self.frames
+
     def __getitem__(self, index: int) -> dict:
         clip, t = divmod(index, self.frames - 1)
         t += 1
+        ref = self.identity_frame(index)
         shard, row = self.shards.rows[clip]
         landmarks = self.shards.row(shard, row, "landmarks")
         return {
-            "identity": _to_tensor(self.shards.frame(shard, row, 0)),
-            "identity_landmarks": landmarks[0],
+            "identity": _to_tensor(self.shards.frame(shard, row, ref)),
+            "identity_landmarks": landmarks[ref],
             "target": _to_tensor(self.shards.frame(shard, row, t)),
             "target_landmarks": landmarks[t],
             "clip_id": self.shards.clip_ids[clip],
             "frame": t,
+            "identity_frame": ref,
         }
