@@ -133,7 +133,7 @@ def benchmark_checkpoints(root: Path) -> Path:
     save_checkpoint(root / "word_detector", WordDetector().eval(),
                     {"features": FEATURES, "vocabulary": lrw_vocabulary()}, half=True)
     torch.manual_seed(11)
-    save_checkpoint(root / "l2f", Generator(**GENERATOR_SIZES["default"]).eval(),
+    save_checkpoint(root / "l2f", Generator(mode="warp", landmark_flow=True, **GENERATOR_SIZES["default"]).eval(),
                     {"image_size": 256, "heatmap_sigma": 2.0, "heatmap_scale": HEATMAP_SCALE}, half=True)
     return root
 

@@ -435,3 +435,15 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path):
         truth_in_crop = truth @ transform[:, :2].T + transform[:, 2]
         error = np.linalg.norm(item["landmarks"].numpy() - truth_in_crop, axis=-1)
         assert error.mean() < 3 and error.mean(axis=1).max() < 4
+
+    # the word detector's diagnosis reads both kinds of landmarks of this corpus
+    from train import diagnose_word_detector as diagnose
+
+    exact, words = diagnose.exact_landmarks(tmp_path / "corpus", "test", lrw_vocabulary())
+    detected, same = diagnose.detected_landmarks(out, "test")
+    assert exact.shape == detected.shape == (1, 29, 68, 2) and words.tolist() == same.tolist() == [0]
+    assert (exact - detected).abs().mean() < 0.05  # one canonical frame (inter-ocular distance about 0.5-1)
+    for source in ("exact", "dlib"):
+        best = diagnose.main(["--cache", str(out), "--corpus", str(tmp_path / "corpus"), "--source", source,
+                              "--split", "test", "--steps", "2", "--batch-size", "2"])
+        assert 0.0 <= best <= 1.0

@@ -1,0 +1,130 @@
+"""How much of the word is in the landmarks? The word detector trained on exact vs detected landmarks (val split).
+
+    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact
+    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source dlib
+    python train/diagnose_word_detector.py --cache /work/data/cache --source dlib --steps 3000 \
+        --smooth 5 --stretch 0.2 --weight-decay 0.05 --label-smoothing 0.1
+
+A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; the cache holds what dlib finds on
+the rendered frames (what every stage trains on, as it would on LRW). The same `WordDetector`, trained the same
+way on each, prints its val top-1 every 500 steps: the gap is what dlib's jitter costs. A diagnosis, not a
+trainer: no checkpoint, no resume; the shipped detector comes from train/train_word_detector.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.data.dataset import LandmarkDataset, read_manifest
+from talkface.face import normalise_landmarks
+from talkface.losses import WORD_FRAMES, centre_frames
+from talkface.models.word_detector import WordDetector
+
+
+def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The articulation model's landmarks of every clip of a split (N, T, 68, 2), normalised, and the words."""
+    index = {w: i for i, w in enumerate(vocabulary)}
+    xs, ys = [], []
+    for sidecar in sorted(corpus.glob(f"*/{split}/*.json")):
+        clip = json.loads(sidecar.read_text())
+        xs.append(np.asarray(clip["landmarks"], np.float32))
+        ys.append(index[clip["word"]])
+    return normalise_landmarks(torch.from_numpy(np.stack(xs)))[0], torch.tensor(ys)
+
+
+def detected_landmarks(cache: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """dlib's landmarks of every cached clip of a split, normalised as the trainers do, and the words."""
+    data = LandmarkDataset(cache, split, in_memory=True)
+    items = [data[i] for i in range(len(data))]
+    x = torch.stack([it["landmarks"] for it in items]).float()
+    return normalise_landmarks(x)[0], torch.tensor([int(it["word"]) for it in items])
+
+
+def smooth(x: torch.Tensor, width: int) -> torch.Tensor:
+    """A Hann low-pass over time (B, T, 68, 2), edges replicated; width <= 1 leaves x as it is."""
+    if width <= 1:
+        return x
+    kernel = torch.hann_window(width + 2)[1:-1]
+    b, t = x.shape[:2]
+    flat = x.reshape(b, t, -1).transpose(1, 2).reshape(-1, 1, t)
+    flat = F.conv1d(F.pad(flat, (width // 2, (width - 1) // 2), mode="replicate"), (kernel / kernel.sum())[None, None])
+    return flat.reshape(b, -1, t).transpose(1, 2).reshape(x.shape)
+
+
+def stretch(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each clip resampled in time about its centre by a random speed in [1 - amount, 1 + amount]."""
+    b, t = x.shape[:2]
+    speed = torch.empty(b).uniform_(1 - amount, 1 + amount)
+    pos = ((t - 1) / 2 + (torch.arange(t, dtype=torch.float32)[None] - (t - 1) / 2) * speed[:, None]).clamp(0, t - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (pos - lo)[..., None, None]
+    rows = torch.arange(b)[:, None]
+    return x[rows, lo] * (1 - w) + x[rows, hi] * w
+
+
+def main(argv: list[str] | None = None) -> float:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cache", required=True, help="prepared cache of the corpus (its vocabulary and dlib landmarks)")
+    p.add_argument("--corpus", help="the synthetic corpus (its sidecars' exact landmarks); needed for --source exact")
+    p.add_argument("--source", choices=["exact", "dlib"], default="exact")
+    p.add_argument("--split", default="val", help="the split it is scored on (never tune on test)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--noise", type=float, default=0.005, help="landmark noise std, as the trainer adds")
+    p.add_argument("--smooth", type=int, default=0, help="Hann low-pass width in frames (0: none)")
+    p.add_argument("--stretch", type=float, default=0.0, help="random time-stretch amount (0: none)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.manual_seed(a.seed)
+    vocabulary = read_manifest(a.cache)["vocabulary"]
+    if a.source == "exact":
+        if not a.corpus:
+            p.error("--source exact needs --corpus")
+        (x, y), (xv, yv) = (exact_landmarks(Path(a.corpus), s, vocabulary) for s in ("train", a.split))
+    else:
+        (x, y), (xv, yv) = (detected_landmarks(Path(a.cache), s) for s in ("train", a.split))
+    x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
+    model = WordDetector(n_words=len(vocabulary))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    start, best = time.perf_counter(), 0.0
+    for step in range(1, a.steps + 1):
+        for group in optimiser.param_groups:  # warm-up, then cosine decay
+            group["lr"] = a.lr * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+        pick = torch.randint(0, len(x), (a.batch_size,))
+        batch = stretch(x[pick], a.stretch) if a.stretch > 0 else x[pick]
+        offset = torch.randint(0, batch.shape[1] - WORD_FRAMES + 1, (a.batch_size, 1)) + torch.arange(WORD_FRAMES)
+        batch = batch[torch.arange(a.batch_size)[:, None], offset]
+        logits = model(batch + a.noise * torch.randn_like(batch))
+        loss = F.cross_entropy(logits, y[pick], label_smoothing=a.label_smoothing)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step % 500 == 0 or step == a.steps:
+            model.eval()
+            with torch.no_grad():
+                accuracy = (model(centre_frames(xv)).argmax(1) == yv).float().mean().item()
+            model.train()
+            best = max(best, accuracy)
+            print(f"step {step}: train loss {loss.item():.3f}, {a.split} top-1 {accuracy:.3f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"{a.source} landmarks: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
+    return best
+
+
+if __name__ == "__main__":
+    main()
