@@ -162,10 +162,11 @@ class AutocastGenerator(torch.nn.Module):
         super().__init__()
         self.generator, self.dtype = generator, dtype
         self.use_identity_heatmaps = generator.use_identity_heatmaps
+        self.landmark_flow = getattr(generator, "landmark_flow", False)
 
-    def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor | None, **landmarks: torch.Tensor) -> torch.Tensor:
         with torch.autocast(args[0].device.type, dtype=self.dtype):
-            return self.generator(*args).float()
+            return self.generator(*args, **landmarks).float()
 
 
 def flops(fn) -> int:
