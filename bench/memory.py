@@ -14,6 +14,7 @@ which makes glibc hand large freed blocks back to the system at once instead of 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -78,7 +79,10 @@ def run(quick: bool = False, ten_minutes: bool = False, work: Path | None = None
     work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
     checkpoints = benchmark_checkpoints(work / "checkpoints")
     lengths = [2.0, 8.0] if quick else [5.0, 60.0] + ([600.0] if ten_minutes else [])
-    rows = [Row(SECTION, "models", f"{checkpoint_note(checkpoints)}; CPU, batch 16, OMP_WAIT_POLICY=PASSIVE")]
+    from talkface.pipeline import TalkingFacePipeline
+
+    batch = inspect.signature(TalkingFacePipeline.run).parameters["batch_size"].default  # what the pipeline uses
+    rows = [Row(SECTION, "models", f"{checkpoint_note(checkpoints)}; CPU, batch {batch}, OMP_WAIT_POLICY=PASSIVE")]
     results = []
     for seconds in lengths:
         results.append(measure(seconds, checkpoints, work))

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint folder (default: the bundled ones)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="longest speech accepted (default 600)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="frames generated at once (default 16)")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames generated at once (default 4)")
     args = parser.parse_args(argv)
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} was asked for, but this machine has no usable CUDA GPU")

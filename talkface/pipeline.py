@@ -305,7 +305,7 @@ class TalkingFacePipeline:
         panels: bool = False,
         out: str | os.PathLike | None = None,
         max_seconds: float | None = 600.0,
-        batch_size: int = 16,
+        batch_size: int = 4,
         preview_frames: int = 48,
         progress: Progress | None = None,
     ) -> TalkingFaceResult:
@@ -314,7 +314,8 @@ class TalkingFacePipeline:
         `compare` also runs the other three A2L ablations and writes `<out>_compare.mp4`, a 2 x 2 grid;
         `panels` writes `<out>_panels.mp4` (landmarks | heatmaps | frames). All videos carry the speech
         and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
-        anything the person can fix.
+        anything the person can fix. `batch_size` frames go through L2F at once: 4 is the fastest on a 2-core
+        CPU (`python bench/run_all.py`: end-to-end RTF 0.55 at 4, 0.88 at 16) and memory stays flat.
         """
         report = progress or (lambda fraction, message: None)
         name = a2l or self.default_a2l
