@@ -56,7 +56,7 @@ from bench.harness import (
 from talkface.audio import FPS, SAMPLE_RATE, mfcc_windows
 from talkface.face import CROP_SIZE
 from talkface.heatmaps import _SEGMENTS, NUM_CHANNELS, PARTS, render_heatmaps
-from talkface.pipeline import PreparedIdentity, TalkingFacePipeline
+from talkface.pipeline import L2FRenderer, PreparedIdentity, TalkingFacePipeline
 from talkface.video import VideoWriter
 
 SECTION = "speed"
@@ -122,26 +122,13 @@ def candidate_heatmaps() -> Iterator[None]:
 # helpers
 
 
-def generator_inputs(prepared: PreparedIdentity, heatmaps: torch.Tensor, points: torch.Tensor,
-                     memory_format: torch.memory_format = torch.channels_last) -> tuple[tuple, dict]:
-    """The generator's arguments for a batch, as L2FRenderer.generate builds them (``points``: the target
-    landmarks in the generator's pixels)."""
-    identity, identity_maps, identity_points = prepared
-    n = len(heatmaps)
-    args = (identity.expand(n, -1, -1, -1).contiguous(memory_format=memory_format),
-            heatmaps.contiguous(memory_format=memory_format),
-            None if identity_maps is None
-            else identity_maps.expand(n, -1, -1, -1).contiguous(memory_format=memory_format))
-    kwargs = {} if identity_points is None else {"landmarks": points[:n],
-                                                 "identity_landmarks": identity_points.expand(n, -1, -1)}
-    return args, kwargs
-
-
-def frames_uint8(generator: torch.nn.Module, prepared: PreparedIdentity, heatmaps: torch.Tensor, points: torch.Tensor,
+def frames_uint8(generator: torch.nn.Module, renderer: L2FRenderer, prepared: PreparedIdentity,
+                 heatmaps: torch.Tensor, landmarks: torch.Tensor,
                  memory_format: torch.memory_format = torch.channels_last,
                  autocast: torch.dtype | None = None) -> np.ndarray:
-    """L2F as the pipeline runs it: generator on a batch, then uint8 H x W x 3 frames on the CPU."""
-    args, kwargs = generator_inputs(prepared, heatmaps, points, memory_format)
+    """L2F as the pipeline runs it (its inputs built by ``renderer``, then ``generator``, which may be a variant
+    of the renderer's own): a batch, then uint8 H x W x 3 frames on the CPU."""
+    args, kwargs = renderer.generator_inputs(prepared, heatmaps, landmarks[: len(heatmaps)], memory_format)
     context = torch.autocast(prepared.photo.device.type, dtype=autocast) if autocast else nullcontext()
     with context:
         out = generator(*args, **kwargs)
@@ -251,7 +238,6 @@ def stages(config: dict) -> dict:
     renderer = pipe.renderer
     photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
     prepared = renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
-    points = renderer.pixels(track)
     generator = renderer.generator
     heat_fps, l2f_fps = {}, {}
     with torch.inference_mode():
@@ -259,7 +245,7 @@ def stages(config: dict) -> dict:
             t = seconds_per_call(lambda b=b: renderer.heatmaps(track[:b]), min_s, sync=sync)
             heat_fps[b] = b / t
             maps = renderer.heatmaps(track[:b])
-            t = seconds_per_call(lambda m=maps: frames_uint8(generator, prepared, m, points), min_s)
+            t = seconds_per_call(lambda m=maps: frames_uint8(generator, renderer, prepared, m, track), min_s)
             l2f_fps[b] = b / t
     add(f"heatmaps ({NUM_CHANNELS} x {maps.shape[-1]}^2), frames/s by batch",
         ", ".join(f"b{b}: {v:.1f}" for b, v in heat_fps.items()))
@@ -294,7 +280,7 @@ def stages(config: dict) -> dict:
     # the limit: FLOPs per frame against the measured matrix-multiply peak
     one = renderer.heatmaps(track[:1])
     with torch.inference_mode():
-        one_args, one_kwargs = generator_inputs(prepared, one, points)
+        one_args, one_kwargs = renderer.generator_inputs(prepared, one, track[:1])
         g_flops = flops(lambda: generator(*one_args, **one_kwargs))
         a_flops = flops(lambda: pipe.predict_landmarks(aligned, waveform, [name])) / n
     peak = matmul_peak(device, min_seconds=min_s)
@@ -315,12 +301,12 @@ def stages(config: dict) -> dict:
     b = 16
     maps = renderer.heatmaps(track[:b])
     with torch.inference_mode():
-        reference = frames_uint8(generator, prepared, maps, points)
+        reference = frames_uint8(generator, renderer, prepared, maps, track)
     plain = copy.deepcopy(generator).to(memory_format=torch.contiguous_format)
 
     def l2f_rate(model, mode=torch.inference_mode, **kwargs) -> float:
         with mode():
-            t = seconds_per_call(lambda: frames_uint8(model, prepared, maps, points, **kwargs), min_s)
+            t = seconds_per_call(lambda: frames_uint8(model, renderer, prepared, maps, track, **kwargs), min_s)
         return b / t
 
     contiguous = l2f_rate(plain, memory_format=torch.contiguous_format)
@@ -331,7 +317,7 @@ def stages(config: dict) -> dict:
         f"{l2f_rate(generator, torch.no_grad):.1f} -> {l2f_rate(generator):.1f} frames/s")
     if low_precision:
         with torch.inference_mode():
-            low = frames_uint8(generator, prepared, maps, points, autocast=low_precision)
+            low = frames_uint8(generator, renderer, prepared, maps, track, autocast=low_precision)
         add(f"L2F b{b}: fp32 -> {str(low_precision).removeprefix('torch.')} autocast",
             f"{channels_last:.1f} -> {l2f_rate(generator, autocast=low_precision):.1f} frames/s; "
             f"{frames_differ(low, reference)}")
@@ -354,7 +340,7 @@ def stages(config: dict) -> dict:
         compiled_g = torch.compile(copy.deepcopy(generator), dynamic=False)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = frames_uint8(compiled_g, prepared, maps, points)
+            out = frames_uint8(compiled_g, renderer, prepared, maps, track)
         took = time.perf_counter() - start
         add(f"L2F b{b}: channels_last -> torch.compile", f"{channels_last:.1f} -> {l2f_rate(compiled_g):.1f} "
             f"frames/s after {took:.0f} s of compiling; {frames_differ(out, reference)}")

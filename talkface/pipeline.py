@@ -173,21 +173,28 @@ class L2FRenderer:
         points = self.pixels(identity_landmarks[None]) if getattr(self.generator, "landmark_flow", False) else None
         return PreparedIdentity(photo, maps, points)
 
+    def generator_inputs(self, prepared: PreparedIdentity, heatmaps: torch.Tensor,
+                         landmarks: torch.Tensor | None = None,
+                         memory_format: torch.memory_format = torch.channels_last) -> tuple[tuple, dict]:
+        """The generator's positional and keyword arguments for a batch of (N, C, h, h) target heatmaps drawn
+        from (N, 68, 2) crop-pixel ``landmarks``; those are needed only by a generator that warps by
+        ``landmark_flow``. channels_last: about a quarter faster on CPU for the same numbers."""
+        photo, maps, points = prepared
+        n = len(heatmaps)
+        args = (photo.expand(n, -1, -1, -1).contiguous(memory_format=memory_format),
+                heatmaps.contiguous(memory_format=memory_format),
+                None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=memory_format))
+        if points is None:
+            return args, {}
+        if landmarks is None:
+            raise ValueError("this generator warps by the landmarks: pass them to generate()")
+        return args, {"landmarks": self.pixels(landmarks), "identity_landmarks": points.expand(n, -1, -1)}
+
     def generate(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None
                  ) -> torch.Tensor:
-        """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1].
-        The landmarks themselves are needed only by a generator that warps by ``landmark_flow``."""
-        photo, maps, points = prepared
-        n, last = len(heatmaps), torch.channels_last
-        extra = {}
-        if points is not None:
-            if landmarks is None:
-                raise ValueError("this generator warps by the landmarks: pass them to generate()")
-            extra = {"landmarks": self.pixels(landmarks), "identity_landmarks": points.expand(n, -1, -1)}
-        return self.generator(photo.expand(n, -1, -1, -1).contiguous(memory_format=last),
-                              heatmaps.contiguous(memory_format=last),
-                              None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=last),
-                              **extra)
+        """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1]."""
+        args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
+        return self.generator(*args, **kwargs)
 
     @torch.inference_mode()
     def __call__(self, identity: torch.Tensor, identity_landmarks: torch.Tensor, landmarks: torch.Tensor
