@@ -270,7 +270,8 @@ def landmark_flow(source: torch.Tensor, target: torch.Tensor, image_size: int, s
     crop pixels) and normalised, so a pixel among the lip points moves as its nearest points do; a floor in
     the normaliser fades the flow to zero beyond ``reach`` sigmas from every landmark, so the background
     stays put. Differentiable in both landmark sets; drawn at ``size`` (half the image by default: the
-    flow is smooth) and upsampled by the caller's ``warp``.
+    flow is smooth), so it is upsampled before use — ``warp`` does that itself; the generator does it to add
+    its own full-resolution correction.
     """
     size = size or image_size // 2
     sigma = sigma * image_size / CROP_SIZE
