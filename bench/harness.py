@@ -28,7 +28,6 @@ SPEECH = REPO / "assets" / "examples" / "speech.wav"
 # OpenMP's threads spin while they wait for work; on a CPU shared with other processes (here: the ffmpeg
 # encoders of every run) that spinning can cost more than the work.
 OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
 
 
 # the machine
@@ -110,6 +109,7 @@ def benchmark_checkpoints(root: Path) -> Path:
     The A2L output layers get small random weights (a trained model's start at zero), so that the landmarks
     move and the heatmaps and frames change from frame to frame as they would with trained weights.
     """
+    from talkface.audio import FEATURES
     from talkface.checkpoints import BUNDLED, save_checkpoint
     from talkface.data.lrw import lrw_vocabulary
     from talkface.models.a2l import LandmarkPredictor

@@ -34,6 +34,17 @@ HOP_SECONDS = 0.01
 WINDOW_FRAMES = 28
 N_MFCC = 13  # the first coefficient (overall loudness) is dropped -> 12 per MFCC frame
 
+# The input definition every A2L-side checkpoint records in its JSON ("features"); loading a checkpoint
+# compares it with this one, so a model trained on other features is refused instead of moving the lips
+# wrongly without a word.
+FEATURES = {
+    "sample_rate": SAMPLE_RATE,
+    "fps": FPS,
+    "mfcc_hop_seconds": HOP_SECONDS,
+    "mfcc_window": WINDOW_FRAMES,
+    "n_mfcc": N_MFCC - 1,
+}
+
 HOP_SAMPLES = round(SAMPLE_RATE * HOP_SECONDS)  # 160
 WIN_SAMPLES = 400  # 25 ms analysis window
 # A 25 ms window zero-padded to the next power of two, as python_speech_features (ATVGnet) does:

@@ -183,6 +183,28 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], pa
     model.load_state_dict(state, strict=True)
 
 
+def check_features(config: dict[str, Any], json_path: Path) -> None:
+    """Refuse a checkpoint whose recorded input features differ from what this version computes.
+
+    Only checkpoints that record ``features`` (the A2L side: predictor, word detector, MI estimator) are
+    checked; a model fed other MFCCs would still run, just with wrong lips, so the mismatch must be loud.
+    """
+    recorded = config.get("features")
+    if recorded is None:
+        return
+    from talkface.audio import FEATURES
+
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"The checkpoint config file {json_path} has unreadable feature settings.")
+    for key, value in FEATURES.items():
+        if key not in recorded:
+            raise CheckpointError(f"The checkpoint config file {json_path} does not record its audio feature "
+                                  f"'{key}', so it cannot be checked against this version ({key} = {value}).")
+        if recorded[key] != value:
+            raise CheckpointError(f"The checkpoint {json_path} was trained on audio features with {key} = "
+                                  f"{recorded[key]}, but this version computes {key} = {value}; retrain it.")
+
+
 def load_checkpoint(
     path_stem: str | os.PathLike,
     model_cls: type[nn.Module] | None = None,
@@ -195,6 +217,7 @@ def load_checkpoint(
     stem = _stem(path_stem)
     config = read_config(stem)
     json_path = stem.with_suffix(".json")
+    check_features(config, json_path)
     if model_cls is None:
         model_cls = model_registry().get(config["model_class"])
         if model_cls is None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from talkface.audio import FEATURES
 from talkface.checkpoints import save_checkpoint
 from talkface.models.a2l import LandmarkPredictor
 from talkface.models.l2f import GENERATOR_SIZES, Generator
@@ -15,7 +16,6 @@ TINY_A2L = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8,
 TINY_WORDS = dict(hidden=8, num_layers=1, fc_dim=8)
 TINY_L2F = dict(GENERATOR_SIZES["tiny"], mode="warp", landmark_flow=True)  # as shipped
 TINY_IMAGE_SIZE = 64  # the tiny generator paints 64 x 64 frames: heatmaps and frames stay cheap in tests
-FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
 
 
 def make_tiny_checkpoints(root: Path) -> Path:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from talkface.audio import FEATURES
 from talkface.checkpoints import BUNDLED, BUNDLED_NAMES, bundled, load_checkpoint, model_registry, save_checkpoint
 from talkface.errors import CheckpointError
 from talkface.models.a2l import LandmarkPredictor
 
 TINY = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8, num_layers=1)
-FEATURES = {"sample_rate": 16000, "fps": 25, "mfcc_window": 28, "n_mfcc": 12}
 REPO = Path(__file__).parent.parent
 
 
@@ -150,3 +150,23 @@ def test_no_pickle_loading_anywhere():
         if re.search(r"torch\.load\(|pickle\.loads?\(", text):
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_features_other_than_this_versions_are_refused(saved):
+    """A predictor trained on other MFCCs would run and move the lips wrongly; loading must say so instead."""
+    _, stem = saved
+    path = stem.with_suffix(".json")
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "features": {**FEATURES, "n_mfcc": 13}}))
+    assert re.search(r"a2l\.json was trained on audio features with n_mfcc = 13, but this version computes "
+                     r"n_mfcc = 12", _error(stem))
+    path.write_text(json.dumps({**config, "features": {k: v for k, v in FEATURES.items() if k != "fps"}}))
+    assert "a2l.json does not record its audio feature 'fps'" in _error(stem)
+    path.write_text(json.dumps({k: v for k, v in config.items() if k != "features"}))
+    load_checkpoint(stem)  # the image side records no audio features and is not checked
+
+
+def test_bundled_checkpoints_record_this_versions_features():
+    for name in ("a2l_baseline", "a2l_wd", "a2l_tr", "a2l_wd_tr", "word_detector", "mi_estimator"):
+        config = json.loads((BUNDLED / f"{name}.json").read_text())
+        assert {k: config["features"][k] for k in FEATURES} == FEATURES, name

@@ -24,13 +24,9 @@ from talkface import audio
 from talkface.data.dataset import LandmarkDataset, read_manifest
 from talkface.face import Similarity, denormalise_landmarks, normalise_landmarks
 
-# The input definition every A2L-side checkpoint records, so the app can check it computes the same.
+# The input definition every A2L-side checkpoint records; loading checks the audio part (talkface.audio).
 FEATURES = {
-    "sample_rate": audio.SAMPLE_RATE,
-    "fps": audio.FPS,
-    "mfcc_hop_seconds": audio.HOP_SECONDS,
-    "mfcc_window": audio.WINDOW_FRAMES,
-    "n_mfcc": audio.N_MFCC - 1,
+    **audio.FEATURES,
     "landmarks": "68 dlib points, each frame in the canonical frame of talkface.face.normalise_landmarks",
 }
 
