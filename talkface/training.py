@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from talkface.checkpoints import atomic_save_tensors, read_safetensors, unwrap
+from talkface.errors import TalkFaceError
 
 TRAIN_STATE_FORMAT = "talkface-train-state/1"
 
@@ -373,21 +374,50 @@ def _write_training_state(
     atomic_save_tensors(tensors, path, {"talkface": json.dumps(meta)})
 
 
+# What a resumed run may change: where things are, how long it goes on and how often it reports.
+# Anything else (learning rate, batch size, loss weights, model size, seed...) would silently make the
+# resumed run a different experiment than the one its checkpoint and model card describe.
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "max_steps", "log_every", "val_every", "save_every", "num_workers",
+    "out", "cache", "detector", "estimator", "init",
+})
+
+
+class ResumeError(TalkFaceError):
+    """A resumed run asks for other hyper-parameters than the saved state was trained with."""
+
+
+def check_resume_hparams(saved: dict[str, Any], current: dict[str, Any], path: Path,
+                         may_change: frozenset[str] = RESUME_MAY_CHANGE) -> None:
+    """Raise ResumeError naming the first setting that differs between the saved run and this one."""
+    for key in sorted((set(saved) | set(current)) - may_change):
+        if key in saved and key in current and saved[key] != current[key]:
+            raise ResumeError(
+                f"{path} was trained with {key} = {saved[key]!r} but this run asks for {current[key]!r}; "
+                f"resume with the same settings, or start afresh in another --out."
+            )
+
+
 def load_training_state(
     path_stem: str | os.PathLike,
     run: Run,
     models: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, Any] | None = None,
+    hparams: dict[str, Any] | None = None,
 ) -> TrainState:
     """Restore what `save_training_state` wrote, in place, and return the TrainState to continue from.
 
-    Resuming with another number of processes works but is no longer bit-exact: the RNG streams are
-    reseeded and the position in the epoch is rescaled.
+    With `hparams` (this run's settings), refuse to resume a run saved with other settings
+    (`check_resume_hparams`) before anything is touched. Resuming with another number of processes
+    works but is no longer bit-exact: the RNG streams are reseeded and the position in the epoch is
+    rescaled.
     """
     path = Path(path_stem).with_suffix(".safetensors")
     tensors, metadata = read_safetensors(path)
     meta = json.loads(metadata["talkface"])
+    if hparams is not None:
+        check_resume_hparams(meta["state"].get("hparams", {}), json.loads(json.dumps(hparams, default=str)), path)
     for name, model in models.items():
         prefix = f"model.{name}."
         unwrap(model).load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})

@@ -22,6 +22,7 @@ from talkface.data.lrw import Clip
 from talkface.data.prepare import Shard, write_shard
 from talkface.face import MEAN_SHAPE
 from talkface.models.a2l import LandmarkPredictor
+from talkface.training import ResumeError
 
 REPO = Path(__file__).parent.parent
 WORDS = ["ABOUT", "BLACK", "CHILD", "DOING"]
@@ -203,6 +204,13 @@ def test_a2l_trainer_resumes_exactly(cache, judges, tmp_path, monkeypatch):
         return [row.split(",")[:-1] for row in (tmp_path / run / "log.csv").read_text().splitlines()]
 
     assert losses("b") == losses("a") and len(losses("a")) == 1 + 6
+
+
+def test_a2l_trainer_refuses_to_resume_with_other_loss_weights(cache, judges, tmp_path):
+    load_script("train_a2l").main(a2l_args(cache, tmp_path, judges, "--max-steps", "20", "--lambda-tr", "0.01"))
+    with pytest.raises(ResumeError, match=r"lambda_tr = 0\.01 but this run asks for 0\.1"):
+        load_script("train_a2l").main(a2l_args(cache, tmp_path, judges, "--max-steps", "30", "--lambda-tr", "0.1",
+                                               "--resume"))
 
 
 def test_a2l_trainer_refuses_a_missing_judge(cache, tmp_path):

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -15,6 +16,7 @@ from torch.utils.data import TensorDataset
 
 from talkface.training import (
     CSVLogger,
+    ResumeError,
     Run,
     TrainState,
     epoch_batches,
@@ -91,6 +93,20 @@ def test_resume_restores_hparams_and_optimizer_types(tmp_path):
     assert (state.step, state.epoch, state.batch, state.hparams) == (3, 0, 3, {"lr": 1e-2})
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.999) and optimizer.param_groups[0]["lr"] == 1e-2
     assert int(optimizer.state_dict()["state"][0]["step"]) == 3
+
+
+def test_resume_with_other_hparams_is_refused_before_anything_changes(tmp_path):
+    train(tmp_path, steps=3)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    before = [p.clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    with pytest.raises(ResumeError, match=r"last.safetensors was trained with lr = 0.01 but this run asks for 0.02"):
+        load_training_state(tmp_path / "last", Run(), {"model": model}, {"opt": optimizer}, hparams={"lr": 2e-2})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # how long it runs and where things are may change
+    state = load_training_state(tmp_path / "last", Run(), {"model": model}, {"opt": optimizer},
+                                hparams={"lr": 1e-2, "max_steps": 99, "out": "elsewhere"})
+    assert state.step == 3
 
 
 def test_sampler_resumes_mid_epoch_and_splits_ranks():

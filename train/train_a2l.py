@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
     state = TrainState(hparams=vars(args))
     if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer})
+        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, hparams=vars(args))
     log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
     val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
     if run.is_main:

@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     nets = {"G": model.net_G, "D": model.net_D}
     opts = {"G": model.opt_G, "D": model.opt_D}
     if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, nets, opts)
+        state = load_training_state(out / "last", run, nets, opts, hparams=vars(args))
     log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
     val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
     val_indices = spread_indices(val_set, args.val_frames) if val_set is not None else []
