@@ -25,6 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench.harness import REPO, Row, default_device, fresh_python, machine_line, report, seconds_per_call
+from talkface.data.lrw import CLIP_FRAMES
 from talkface.face import MEAN_SHAPE
 from talkface.losses import landmark_l2, temporal_residual_loss, word_loss
 from talkface.models.a2l import LandmarkPredictor
@@ -33,7 +34,6 @@ from talkface.models.word_detector import WordDetector
 from talkface.training import Run, freeze
 
 SECTION = "training"
-CLIP_FRAMES = 29
 
 
 def trainer(name: str):

@@ -17,7 +17,7 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 
-FPS = 25
+from talkface.audio import FPS
 
 
 def ffmpeg_exe() -> str:

@@ -2,15 +2,15 @@
 waveform's own energy, phone-set coverage over the 500 LRW words, alignment, augmentation."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from talkface.data import speech
+from talkface.data.lrw import lrw_vocabulary
 from talkface.data.speech import ARPABET, Espeak, Utterance
 
-WORDS = [w.strip().lower() for w in (Path(__file__).parents[1] / "assets" / "lrw_words.txt").read_text().split()]
+WORDS = [w.lower() for w in lrw_vocabulary()]
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
 
 needs_flite = pytest.mark.skipif(not speech.available_sources().get("flite"),

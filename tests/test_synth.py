@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkface.data.lrw import parse_lrw_txt, read_lrw
-from talkface.data.synth import NUM_FRAMES, PRESETS, generate, split_voices
+from talkface.data.lrw import CLIP_FRAMES, parse_lrw_txt, read_lrw
+from talkface.data.synth import PRESETS, generate, split_voices
 from talkface.video import probe, read_video
 
 
@@ -26,7 +26,7 @@ def test_layout_is_lrw(tiny):
     for mp4 in root.glob("*/*/*.mp4"):
         assert mp4.stem.startswith(mp4.parent.parent.name + "_") and len(mp4.stem.split("_")[-1]) == 5
         info = probe(mp4)
-        assert info["has_video"] and info["has_audio"] and info["frames"] == NUM_FRAMES
+        assert info["has_video"] and info["has_audio"] and info["frames"] == CLIP_FRAMES
         txt = parse_lrw_txt(mp4.with_suffix(".txt"))
         assert txt["text"] == mp4.parent.parent.name
         # the word sits in the middle of the 1.16 s clip, as in LRW
@@ -39,9 +39,9 @@ def test_frames_and_sidecar_agree(tiny):
     mp4 = sorted(root.glob("*/train/*.mp4"))[0]
     frames, fps = read_video(mp4)
     side = json.loads(mp4.with_suffix(".json").read_text())
-    assert frames.shape == (NUM_FRAMES, 256, 256, 3) and fps == 25
+    assert frames.shape == (CLIP_FRAMES, 256, 256, 3) and fps == 25
     lm = np.array(side["landmarks"])
-    assert lm.shape == (NUM_FRAMES, 68, 2)
+    assert lm.shape == (CLIP_FRAMES, 68, 2)
     # the mouth moves while the word is spoken
     gap = np.linalg.norm(lm[:, 62] - lm[:, 66], axis=-1)
     assert gap.max() - gap.min() > 2.0

@@ -95,13 +95,14 @@ def generator_series(num_clips: int, seed: int = 0, render: bool = True) -> tupl
     (with ``render``) from dlib run on the rendered frames."""
     import skimage.data
 
+    from talkface.data.lrw import lrw_vocabulary
     from talkface.data.speech import Espeak
     from talkface.data.synth import PREFIXES, SUFFIXES
     from talkface.face import align_face, detect_landmarks
 
     rng = np.random.default_rng(seed)
     face = align_face(skimage.data.astronaut())
-    words = [w.strip().lower() for w in (Path(__file__).parents[2] / "assets" / "lrw_words.txt").read_text().split()]
+    words = [w.lower() for w in lrw_vocabulary()]
     espeak = Espeak()
     voices = [v for v in espeak.voices() if v.startswith("en-us") or v.startswith("en-gb")] or ["en-us"]
     from_landmarks, from_frames = [], []

@@ -50,6 +50,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from talkface.data.grid import GRID_WORDS, TEST_SPEAKERS, read_grid
+from talkface.audio import FPS
 from talkface.data.lrw import CLIP_FRAMES, Clip, lrw_vocabulary, read_lrw
 from talkface.errors import TalkFaceError
 from talkface.video import read_video
@@ -57,7 +58,6 @@ from talkface.video import read_video
 FORMAT_VERSION = 1
 SHARD_SIZE = 256
 JPEG_QUALITY = 90
-FPS = 25
 META_KEY = "talkface"
 MANIFEST = "manifest.json"
 

@@ -42,7 +42,8 @@ import numpy as np
 import soundfile
 from scipy.signal import fftconvolve, firwin, lfilter, resample_poly
 
-SAMPLE_RATE = 16000
+from talkface.audio import SAMPLE_RATE
+
 
 # phone set
 

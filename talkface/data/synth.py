@@ -37,11 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from talkface.audio import FPS, SAMPLE_RATE
+from talkface.data.lrw import CLIP_FRAMES, SPLITS, lrw_vocabulary
 from talkface.data.lrw import write_lrw_txt
 
-NUM_FRAMES = 29  # LRW: 1.16 s at 25 fps
-SPLITS = ("train", "val", "test")
-WORDS_FILE = Path(__file__).resolve().parents[2] / "assets" / "lrw_words.txt"
 
 # Real photos with clear licences (see the manifest for each identity).
 ASTRONAUT = ("skimage.data.astronaut()", "public domain (NASA portrait of Eileen Collins)")
@@ -88,10 +86,6 @@ PRESETS = {
     "small": SynthConfig(words=50, per_word={"train": 10, "val": 1, "test": 2}),
     "default": SynthConfig(),
 }
-
-
-def lrw_words() -> list[str]:
-    return [w.strip() for w in WORDS_FILE.read_text().split() if w.strip()]
 
 
 def _stable_hash(*parts) -> int:
@@ -278,7 +272,7 @@ class ClipSpec:
 
 
 def plan_clips(cfg: SynthConfig, real: list[tuple[str, str, int]] | None = None) -> list[ClipSpec]:
-    words = lrw_words()[: cfg.words]
+    words = lrw_vocabulary()[: cfg.words]
     plan = []
     for w in words:
         for split in SPLITS:
@@ -360,7 +354,7 @@ class _Worker:
         if not matches:
             raise RuntimeError(f"'{target}' not found in the words of {utt.text!r}: {[w.text for w in utt.words]}")
         word = utt.words[min(matches, key=lambda i: abs(i - pos))]
-        duration = NUM_FRAMES / FPS
+        duration = CLIP_FRAMES / FPS
         t0 = (word.start + word.end) / 2 - duration / 2
         # the clip's audio window; beyond the utterance: room tone, not digital silence
         n = round(duration * SAMPLE_RATE)
@@ -370,7 +364,7 @@ class _Worker:
         if hi > lo:
             audio[lo - start : hi - start] += utt.waveform[lo:hi]
         ident = self._identity(spec.split, rng)
-        motion = animate(ident.landmarks, utt.phones, NUM_FRAMES, rng, t0=t0, fps=FPS)
+        motion = animate(ident.landmarks, utt.phones, CLIP_FRAMES, rng, t0=t0, fps=FPS)
         frames = render_frames(ident.image, ident.landmarks, motion["landmarks"], rng=rng)
         base = self.root / spec.stem
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -441,7 +435,7 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
         ids = collect_identities(cfg.seed)
         _save_identities(ids, root / "identities.npz")
     ids = _load_identities(root / "identities.npz")
-    real = _real_speech_plan(root, set(lrw_words()[: cfg.words])) if cfg.real_speech else []
+    real = _real_speech_plan(root, set(lrw_vocabulary()[: cfg.words])) if cfg.real_speech else []
     plan = plan_clips(cfg, real)
     todo = [c for c in plan if not (root / c.stem).with_suffix(".json").exists()]
     failures = []
@@ -483,7 +477,7 @@ def _manifest(root, cfg, plan, ids, failures, seconds) -> dict:
         "words": len({s["word"] for s in sidecars}),
         "voices": {"count": len(voices), "per_source": dict(Counter(src for src, _ in voices))},
         "identities": [{"id": i.id, "split": i.split, "source": i.source, "licence": i.licence} for i in ids],
-        "audio_hours": round(len(done) * NUM_FRAMES / FPS / 3600, 3),
+        "audio_hours": round(len(done) * CLIP_FRAMES / FPS / 3600, 3),
         "failures": failures,
         "generation_seconds_this_run": round(seconds, 1),
     }
