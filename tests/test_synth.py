@@ -1,5 +1,6 @@
 """The synthetic corpus: LRW's exact layout, sound clips, disjoint splits, and resume after a kill."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from talkface.data.lrw import CLIP_FRAMES, parse_lrw_txt, read_lrw
-from talkface.data.synth import PRESETS, generate, split_voices
+from talkface.data.synth import PRESETS, SynthConfig, generate, plan_clips, split_voices
 from talkface.video import probe, read_video
 
 
@@ -71,3 +72,15 @@ def test_resume_makes_only_what_is_missing(tiny):
     changed = [p for p in after if after[p] != before.get(p)]
     assert changed == [victim.with_suffix(".mp4")]
     assert not list(root.glob("**/*.tmp*"))
+
+
+def test_first_take_plans_exactly_the_clips_a_bigger_corpus_adds():
+    """A second root with first_take = N holds the takes N+1... of a corpus with more takes per word."""
+    small = SynthConfig(words=4, per_word={"train": 3, "val": 1}, real_speech=False)
+    big = dataclasses.replace(small, per_word={"train": 5, "val": 1})
+    extra = dataclasses.replace(small, per_word={"train": 2}, first_take=3)
+    key = lambda c: (c.stem, c.seed)  # noqa: E731
+    small_plan, big_plan, extra_plan = ({key(c) for c in plan_clips(cfg)} for cfg in (small, big, extra))
+    assert small_plan | extra_plan == big_plan and not small_plan & extra_plan
+    assert {c.index for c in plan_clips(extra)} == {4, 5} and {c.split for c in plan_clips(extra)} == {"train"}
+    assert PRESETS["extra"].first_take == PRESETS["default"].per_word["train"]

@@ -18,6 +18,7 @@ held-out prompts form a separate real-speech test part (``"subset": "real"`` in 
 Run:
     python -m talkface.data.synth --preset default --out /work/data/synth --workers 2
     python -m talkface.data.synth --preset tiny --out /tmp/tiny          # seconds; used by the tests
+    python -m talkface.data.synth --preset extra --out /work/data/synth_extra --workers 2  # 18 more takes/word
 A killed run resumes where it stopped: a clip is complete once its JSON sidecar exists (written last).
 """
 
@@ -64,7 +65,12 @@ SUFFIXES = (
 
 @dataclass
 class SynthConfig:
-    """What to generate. ``per_word`` counts are clips per word and split (synthetic speech)."""
+    """What to generate. ``per_word`` counts are clips per word and split (synthetic speech).
+
+    ``first_take``: synthetic clips are numbered from first_take + 1, so a second root generated with
+    first_take = 18 holds exactly the clips that a corpus with 18 more takes per word would add (same
+    seed: the same held-out voices and faces, no clip repeated) without touching the first one.
+    """
 
     words: int = 500  # the first N LRW words
     per_word: dict = field(default_factory=lambda: {"train": 18, "val": 1, "test": 2})
@@ -73,6 +79,7 @@ class SynthConfig:
     max_identities: int | None = None  # per split; None = all
     augment: float = 1.0
     seed: int = 0
+    first_take: int = 0
 
 
 PRESETS = {
@@ -84,6 +91,8 @@ PRESETS = {
         max_identities=2,
     ),
     "small": SynthConfig(words=50, per_word={"train": 10, "val": 1, "test": 2}),
+    # 18 more training takes per word beside a "default" corpus (how far more data takes the models)
+    "extra": SynthConfig(per_word={"train": 18}, first_take=18, real_speech=False),
     "default": SynthConfig(),
 }
 
@@ -276,7 +285,7 @@ def plan_clips(cfg: SynthConfig, real: list[tuple[str, str, int]] | None = None)
     plan = []
     for w in words:
         for split in SPLITS:
-            for k in range(cfg.per_word.get(split, 0)):
+            for k in range(cfg.first_take, cfg.first_take + cfg.per_word.get(split, 0)):
                 plan.append(ClipSpec(w, split, k + 1, "synthetic", _stable_hash(cfg.seed, w, split, k)))
     counts = Counter((c.word, c.split) for c in plan)
     for prompt, word, pos in real or []:
