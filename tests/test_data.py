@@ -415,7 +415,7 @@ def test_killed_preparation_leaves_no_partial_shard(grid_tree, tmp_path, monkeyp
     assert sorted(ids) == sorted(c.clip_id for c in clips)
 
 
-def test_synthetic_corpus_prepares_like_lrw(tmp_path):
+def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     """Our synthetic corpus goes through the same reader and preparation; dlib's landmarks on its frames
     agree with the generator's own ground truth (its JSON sidecar) mapped into the aligned crop."""
     synth = pytest.importorskip("talkface.data.synth")
@@ -443,7 +443,12 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path):
     detected, same = diagnose.detected_landmarks(out, "test")
     assert exact.shape == detected.shape == (1, 29, 68, 2) and words.tolist() == same.tolist() == [0]
     assert (exact - detected).abs().mean() < 0.05  # one canonical frame (inter-ocular distance about 0.5-1)
-    for source in ("exact", "dlib"):
+    extras = {"exact": ["--extra-corpus", str(tmp_path / "corpus")], "dlib": ["--extra-cache", str(out)]}
+    for source, extra in extras.items():
         best = diagnose.main(["--cache", str(out), "--corpus", str(tmp_path / "corpus"), "--source", source,
                               "--split", "test", "--steps", "2", "--batch-size", "2"])
         assert 0.0 <= best <= 1.0
+        assert f"{source} landmarks, 1 training clips" in capsys.readouterr().out
+        diagnose.main(["--cache", str(out), "--corpus", str(tmp_path / "corpus"), "--source", source, *extra,
+                       "--split", "test", "--steps", "2", "--batch-size", "2"])
+        assert f"{source} landmarks, 2 training clips" in capsys.readouterr().out  # the extra clips are used

@@ -4,11 +4,18 @@
     python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source dlib
     python train/diagnose_word_detector.py --cache /work/data/cache --source dlib --steps 3000 \
         --smooth 5 --stretch 0.2 --weight-decay 0.05 --label-smoothing 0.1
+    # twice the training takes per word: the "extra" corpus (python -m talkface.data.synth --preset extra)
+    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact \
+        --extra-corpus /work/data/synth_extra --steps 6000
+    python train/diagnose_word_detector.py --cache /work/data/cache --source dlib \
+        --extra-cache /work/data/cache_extra --steps 6000
 
 A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; the cache holds what dlib finds on
 the rendered frames (what every stage trains on, as it would on LRW). The same `WordDetector`, trained the same
-way on each, prints its val top-1 every 500 steps: the gap is what dlib's jitter costs. A diagnosis, not a
-trainer: no checkpoint, no resume; the shipped detector comes from train/train_word_detector.py.
+way on each, prints its val top-1 every 500 steps: the gap is what dlib's error costs. `--extra-corpus` /
+`--extra-cache` add the training clips of more corpora (e.g. the "extra" preset's 18 more takes per word):
+how far more data takes it. A diagnosis, not a trainer: no checkpoint, no resume; the shipped detector comes
+from train/train_word_detector.py.
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--cache", required=True, help="prepared cache of the corpus (its vocabulary and dlib landmarks)")
     p.add_argument("--corpus", help="the synthetic corpus (its sidecars' exact landmarks); needed for --source exact")
     p.add_argument("--source", choices=["exact", "dlib"], default="exact")
+    p.add_argument("--extra-corpus", action="append", default=[], help="more training clips (exact); repeatable")
+    p.add_argument("--extra-cache", action="append", default=[], help="more training clips (dlib); repeatable")
     p.add_argument("--split", default="val", help="the split it is scored on (never tune on test)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -96,8 +105,15 @@ def main(argv: list[str] | None = None) -> float:
         if not a.corpus:
             p.error("--source exact needs --corpus")
         (x, y), (xv, yv) = (exact_landmarks(Path(a.corpus), s, vocabulary) for s in ("train", a.split))
+        extra = [exact_landmarks(Path(c), "train", vocabulary) for c in a.extra_corpus]
     else:
         (x, y), (xv, yv) = (detected_landmarks(Path(a.cache), s) for s in ("train", a.split))
+        for c in a.extra_cache:
+            if read_manifest(c)["vocabulary"] != vocabulary:
+                p.error(f"{c} has another vocabulary than {a.cache}")
+        extra = [detected_landmarks(Path(c), "train") for c in a.extra_cache]
+    x, y = torch.cat([x, *(e[0] for e in extra)]), torch.cat([y, *(e[1] for e in extra)])
+    print(f"{a.source} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
     x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
     model = WordDetector(n_words=len(vocabulary))
     optimiser = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
@@ -122,7 +138,7 @@ def main(argv: list[str] | None = None) -> float:
             best = max(best, accuracy)
             print(f"step {step}: train loss {loss.item():.3f}, {a.split} top-1 {accuracy:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"{a.source} landmarks: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
+    print(f"{a.source} landmarks, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
     return best
 
 
