@@ -20,9 +20,11 @@ from safetensors.torch import load_file
 from talkface.checkpoints import load_checkpoint
 from talkface.data.lrw import Clip
 from talkface.data.prepare import Shard, write_shard
+from talkface.errors import TalkFaceError
 from talkface.face import MEAN_SHAPE
 from talkface.models.a2l import LandmarkPredictor
 from talkface.training import ResumeError
+from train.landmark_data import load_data
 
 REPO = Path(__file__).parent.parent
 WORDS = ["ABOUT", "BLACK", "CHILD", "DOING"]
@@ -135,6 +137,23 @@ def test_word_detector_trainer_learns_and_exports(judges):
     assert "| test | accuracy |" in card and "train/train_word_detector.py" in card
     rows = (judges["detector"].parent / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,accuracy") and len(rows) == 1 + 150 // 5
+
+
+def test_extra_caches_add_training_clips_only(cache, tmp_path):
+    """--extra-cache (e.g. the synth "extra" preset: more takes per word) adds its train split and nothing else."""
+    extra = make_toy_cache(tmp_path / "extra", {"train": 48}, seed=1)
+    train_set, evaluation, manifest = load_data(str(cache), [str(extra)])
+    assert len(train_set) == 96 + 48 and {k: len(v) for k, v in evaluation.items()} == {"val": 32, "test": 32}
+    load_script("train_word_detector").main(["--cache", str(cache), "--extra-cache", str(extra), "--out",
+                                             str(tmp_path / "wd"), *COMMON, "--max-steps", "2"])
+    _, config = load_checkpoint(tmp_path / "wd" / "word_detector")
+    assert config["data"]["clips"]["train"] == 96 and config["data"]["extra_training_data"][0]["clips"] == {"train": 48}
+    assert "More training clips" in (tmp_path / "wd" / "word_detector.md").read_text()
+
+    manifest = json.loads((extra / "manifest.json").read_text())
+    (extra / "manifest.json").write_text(json.dumps({**manifest, "vocabulary": manifest["vocabulary"][::-1]}))
+    with pytest.raises(TalkFaceError, match="labels its words otherwise"):
+        load_data(str(cache), [str(extra)])
 
 
 def test_mi_estimator_trainer_sees_synchrony(judges):

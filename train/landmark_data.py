@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from talkface import audio
 from talkface.data.dataset import LandmarkDataset, read_manifest
+from talkface.errors import TalkFaceError
 from talkface.face import Similarity, denormalise_landmarks, normalise_landmarks
 
 # The input definition every A2L-side checkpoint records; loading checks the audio part (talkface.audio).
@@ -61,23 +63,38 @@ def to_batch(batch: dict[str, Any], device: torch.device) -> LandmarkBatch:
     )
 
 
-def load_data(cache: str) -> tuple[Dataset, dict[str, Dataset], dict[str, Any]]:
+def load_data(cache: str, extra: Sequence[str] = ()) -> tuple[Dataset, dict[str, Dataset], dict[str, Any]]:
     """The training split, the evaluation splits present (val, test) and the cache manifest.
 
-    Clips are small (29 × (28×12 + 68×2) numbers), so whole splits are read into memory.
+    `extra` caches (e.g. of the synth "extra" preset: more takes per word) add their training clips only;
+    evaluation stays on the main cache's val/test, so runs with and without them are measured alike. Their
+    manifests are kept under the manifest's "extra" key for the checkpoint's data record. Clips are small
+    (29 × (28×12 + 68×2) numbers), so whole splits are read into memory.
     """
     manifest = read_manifest(cache)
     evaluation = {s: LandmarkDataset(cache, s, in_memory=True) for s in ("val", "test") if s in manifest["splits"]}
-    return LandmarkDataset(cache, "train", in_memory=True), evaluation, manifest
+    train = [LandmarkDataset(cache, "train", in_memory=True)]
+    extra_manifests = []
+    for other in extra:
+        extra_manifests.append(read_manifest(other))
+        if extra_manifests[-1]["vocabulary"] != manifest["vocabulary"]:
+            raise TalkFaceError(f"The cache {other} labels its words otherwise than {cache}; prepare both alike.")
+        train.append(LandmarkDataset(other, "train", in_memory=True))
+    if extra_manifests:
+        manifest = {**manifest, "extra": extra_manifests}
+    return (train[0] if len(train) == 1 else ConcatDataset(train)), evaluation, manifest
 
 
 def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
     """Which data a checkpoint learnt from, for its JSON and model card."""
-    return {
+    record = {
         **{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
         "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()},
         "words": len(manifest.get("vocabulary", [])),
     }
+    if manifest.get("extra"):
+        record["extra_training_data"] = [data_record(m) for m in manifest["extra"]]
+    return record
 
 
 def command_line(script: str, argv: list[str]) -> str:
@@ -113,6 +130,8 @@ def write_model_card(stem: Path, title: str, summary: list[str], config: dict[st
         f"- {type(model).__name__}, {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
         f"- Trained {training['steps']} steps ({training['seconds'] / 60:.0f} min on {training['device']}).",
         f"- Data: `{data.get('dataset')}` cache, clip list hash `{data.get('clip_list_hash')}`, clips {data['clips']}.",
+        *(f"- More training clips: `{x.get('dataset')}` cache, clip list hash `{x.get('clip_list_hash')}`, "
+          f"clips {x['clips']}." for x in data.get("extra_training_data", [])),
         f"- Command: `{training['command']}`",
         "",
         "## Measured",
@@ -129,6 +148,8 @@ def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int,
     """Flags every A2L-side trainer has: I/O, resuming, logging cadence, optimiser, data loading."""
     # I/O
     p.add_argument("--cache", required=True, help="prepared cache (python -m talkface.data.prepare)")
+    p.add_argument("--extra-cache", action="append", default=[],
+                   help="another cache whose training clips are added (its val/test are not used); repeatable")
     p.add_argument("--out", required=True, help="run folder: logs, resumable state, final checkpoint")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.safetensors")
     p.add_argument("--log-every", type=int, default=20)

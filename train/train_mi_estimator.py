@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     out = Path(args.out)
     run = setup(args.seed)
-    train_set, evaluation, manifest = load_data(args.cache)
+    train_set, evaluation, manifest = load_data(args.cache, args.extra_cache)
     model = wrap_ddp(MIEstimator(**SIZES[args.size]), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)

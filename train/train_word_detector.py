@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     out = Path(args.out)
     run = setup(args.seed)
-    train_set, evaluation, manifest = load_data(args.cache)
+    train_set, evaluation, manifest = load_data(args.cache, args.extra_cache)
     kwargs = {"n_words": len(manifest["vocabulary"]), "dropout": args.dropout, **SIZES[args.size]}
     model = wrap_ddp(WordDetector(**kwargs), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
