@@ -37,3 +37,28 @@ def test_tiny_reproduction_ends_in_a_video(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train/train_" not in again.stdout
+
+
+def _flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_default_preset_trains_as_the_shipped_checkpoints_record():
+    """reproduce.py must remake what ships: its default settings against each shipped JSON's training args."""
+    from train.reproduce import A2L_VARIANTS, PRESETS
+
+    cfg = PRESETS["default"]
+
+    def recorded(name: str) -> dict:
+        return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["training"]["args"]
+
+    for judge in ("word_detector", "mi_estimator"):
+        assert recorded(judge)["max_steps"] == int(_flag(cfg[judge], "--max-steps")), judge
+    for name, (wd, tr) in A2L_VARIANTS.items():
+        args = recorded(name)
+        assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
+        assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
+    l2f = recorded("l2f")
+    assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
+    for flag in ("--max-steps", "--d-channels", "--batch-size"):
+        assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag

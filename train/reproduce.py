@@ -43,8 +43,9 @@ PRESETS = {
         "evaluate": ["--l2f-clips", "2"],
     },
     "default": {
-        "corpus": "default", "a2l": ["--max-steps", "3000"],
-        "word_detector": ["--max-steps", "4000"], "mi_estimator": ["--max-steps", "2000"],
+        # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON)
+        "corpus": "default", "a2l": ["--max-steps", "2000"],
+        "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
         # as the shipped L2F was made: 2,400 steps of plain warping, then 4,000 with the landmark flow
         "l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
         "l2f": ["--max-steps", "4000", "--d-channels", "32", "--batch-size", "4"],
