@@ -31,6 +31,15 @@ def lmd(
     return (pred - target).norm(dim=-1).mean().item()
 
 
+def frame_landmarks(frames: torch.Tensor) -> np.ndarray:
+    """dlib's 68 landmarks (N, 68, 2) of frames (N, 3, H, W) in [0, 1]: the paper's LMD on generated frames
+    compares these with the same detector's landmarks on the real frames."""
+    from talkface.face import detect_landmarks
+
+    images = (frames.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return np.stack([detect_landmarks(image) for image in images])
+
+
 # images
 
 

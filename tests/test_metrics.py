@@ -1,6 +1,7 @@
 """Metrics: LMD, PSNR and SSIM on small real inputs; SSIM must match scikit-image's reference numbers."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +71,17 @@ def test_ssim_uint8_and_small_images():
     assert ssim(u8x, u8y) == pytest.approx(reference, abs=1e-6)
     with pytest.raises(ValueError):
         ssim(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)))
+
+
+def test_frame_landmarks_are_dlibs_on_the_frames():
+    """The frames' LMD of evaluate.py and train_l2f.py: dlib on (N, 3, H, W) tensors in [0, 1], and it moves
+    with the face."""
+    from talkface.face import align_face, detect_landmarks, load_image
+    from talkface.metrics import frame_landmarks
+
+    crop = align_face(load_image(Path(__file__).parents[1] / "assets" / "examples" / "face.jpg")).image
+    frames = torch.from_numpy(np.stack([crop, np.roll(crop, 3, axis=1)])).permute(0, 3, 1, 2).float() / 255
+    found = frame_landmarks(frames)
+    assert found.shape == (2, 68, 2)
+    assert np.abs(found[0] - detect_landmarks(crop)).max() < 1e-4
+    assert abs(np.median(found[1, :, 0] - found[0, :, 0]) - 3) < 0.5  # shifted 3 px right, found 3 px right

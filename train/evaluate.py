@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from talkface.checkpoints import load_checkpoint
 from talkface.data.dataset import FrameDataset, LandmarkDataset
 from talkface.data.prepare import read_shard_meta
-from talkface.face import MOUTH, detect_landmarks, mouth_opening
+from talkface.face import MOUTH, mouth_opening
 from talkface.heatmaps import draw_landmarks
-from talkface.metrics import lmd, psnr, ssim
+from talkface.metrics import frame_landmarks, lmd, psnr, ssim
 from talkface.training import Run, setup
 from talkface.video import contact_sheet
 from train.landmark_data import to_batch
@@ -179,8 +179,7 @@ def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, 
                          [_to_uint8(x) for x in fakes[-1][:4]], [_to_uint8(x) for x in reals[-1][:4]]]
                 labels += [f"{label}: landmarks", "generated", "real"]
         fake, real = torch.cat(fakes), torch.cat(reals)
-        pred_lm = np.stack([detect_landmarks(_to_uint8(x)) for x in fake])
-        true_lm = np.stack([detect_landmarks(_to_uint8(x)) for x in real])
+        pred_lm, true_lm = frame_landmarks(fake), frame_landmarks(real)
         results[label] = {
             "psnr": psnr(fake, real, channel_axis=1),
             "ssim": ssim(fake, real, channel_axis=1),

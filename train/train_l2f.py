@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from talkface.checkpoints import atomic_save_json, load_checkpoint, save_checkpoint, unwrap
 from talkface.data.dataset import FrameDataset, read_manifest
-from talkface.face import CROP_SIZE, MIRROR, MOUTH, detect_landmarks
+from talkface.face import CROP_SIZE, MIRROR, MOUTH
 from talkface.heatmaps import NUM_CHANNELS, heatmap_image
 from talkface.losses import GANLoss, frame_l1, lip_crop_l1
-from talkface.metrics import lmd, psnr, ssim
+from talkface.metrics import frame_landmarks, lmd, psnr, ssim
 from talkface.models.l2f import (
     DISCRIMINATOR_SIZES,
     GENERATOR_SIZES,
@@ -349,11 +349,7 @@ def evaluate(model: L2FModel, dataset: Dataset, indices: list[int], with_lmd: bo
     metrics = {"l1": torch.cat(l1).mean().item(), "psnr": psnr(fake, real, channel_axis=1),
                "ssim": ssim(fake, real, channel_axis=1)}
     if with_lmd:
-        def uint8(x: torch.Tensor) -> np.ndarray:
-            return (x * 255).round().byte().permute(1, 2, 0).numpy()
-
-        pred = np.stack([detect_landmarks(uint8(x)) for x in fake])
-        true = np.stack([detect_landmarks(uint8(x)) for x in real])
+        pred, true = frame_landmarks(fake), frame_landmarks(real)
         metrics.update(lmd=lmd(pred, true), lmd_mouth=lmd(pred, true, points=MOUTH))
     return metrics
 
