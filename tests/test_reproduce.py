@@ -54,10 +54,12 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
 
     for judge in ("word_detector", "mi_estimator"):
         assert recorded(judge)["max_steps"] == int(_flag(cfg[judge], "--max-steps")), judge
+        assert len(recorded(judge)["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), judge
     for name, (wd, tr) in A2L_VARIANTS.items():
         args = recorded(name)
         assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
         assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
+        assert len(args["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), name
     l2f = recorded("l2f")
     assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
     for flag in ("--max-steps", "--d-channels", "--batch-size"):

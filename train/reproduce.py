@@ -5,9 +5,10 @@
     # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
     python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
 
-The chain: synthetic corpus (talkface.data.synth) -> preparation cache (talkface.data.prepare) -> word
-detector -> MI estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR, judged by the two frozen
-networks just trained) -> L2F -> evaluation tables (train/evaluate.py) -> checkpoints copied to --dest.
+The chain: synthetic corpus (talkface.data.synth; for the default preset also its "extra" takes) ->
+preparation cache (talkface.data.prepare) -> word detector -> MI estimator -> the four A2L predictors
+(Baseline, +WD, +TR, +WD+TR, judged by the two frozen networks just trained) -> L2F -> evaluation tables
+(train/evaluate.py) -> checkpoints copied to --dest.
 Every stage is skipped when its output exists and resumed (--resume) when it was interrupted, so a
 stopped run continues where it stopped. Each stage runs as its own process, exactly the command a person
 would type, printed before it runs.
@@ -43,8 +44,9 @@ PRESETS = {
         "evaluate": ["--l2f-clips", "2"],
     },
     "default": {
-        # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON)
-        "corpus": "default", "a2l": ["--max-steps", "2000"],
+        # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON);
+        # the A2L side also learns from a second corpus of 18 more takes per word (synth preset "extra")
+        "corpus": "default", "extra_corpus": "extra", "a2l": ["--max-steps", "2000"],
         "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
         # as the shipped L2F was made: 2,400 steps of plain warping, then 4,000 with the landmark flow
         "l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
@@ -91,15 +93,27 @@ def main(argv: list[str] | None = None) -> None:
         run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus), "--out", str(cache),
              "--workers", str(a.workers)])
 
-    # 2. the judges, then the four A2L predictors they judge
+    # more training takes per word for the A2L side (its own root and cache, so the first stay as they are)
     common = ["--cache", str(cache)]
+    a2l_data = common
+    if cfg.get("extra_corpus"):
+        corpus2, cache2 = work / "corpus_extra", work / "cache_extra"
+        if not (corpus2 / "manifest.json").exists():
+            run([py, "-m", "talkface.data.synth", "--preset", cfg["extra_corpus"], "--out", str(corpus2),
+                 "--workers", str(a.workers)])
+        if not (cache2 / "manifest.json").exists():
+            run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus2), "--out", str(cache2),
+                 "--workers", str(a.workers)])
+        a2l_data = [*common, "--extra-cache", str(cache2)]
+
+    # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
-        stage(judge, runs / judge, runs / judge / judge, [py, f"train/train_{judge}.py", *common, *cfg[judge]])
+        stage(judge, runs / judge, runs / judge / judge, [py, f"train/train_{judge}.py", *a2l_data, *cfg[judge]])
     judges = ["--detector", str(runs / "word_detector" / "word_detector"),
               "--estimator", str(runs / "mi_estimator" / "mi_estimator")]
     for name, (wd, tr) in A2L_VARIANTS.items():
         stage(name, runs / name, runs / name / name,
-              [py, "train/train_a2l.py", *common, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
+              [py, "train/train_a2l.py", *a2l_data, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
                *cfg["a2l"]])
 
     # 3. L2F (learns from ground-truth landmarks; needs no A2L)
