@@ -64,3 +64,21 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
     assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
     for flag in ("--max-steps", "--d-channels", "--batch-size"):
         assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag
+
+
+def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
+    --extra-cache reaches the judges and the four predictors but not L2F."""
+    import train.reproduce as reproduce
+
+    commands = []
+    monkeypatch.setattr(reproduce, "run", commands.append)
+    monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
+    reproduce.main(["--preset", "default", "--work", str(tmp_path), "--workers", "2"])
+    joined = [" ".join(c) for c in commands]
+    assert any("talkface.data.synth --preset extra --out " + str(tmp_path / "corpus_extra") in c for c in joined)
+    assert any(f"--root {tmp_path / 'corpus_extra'} --out {tmp_path / 'cache_extra'}" in c for c in joined)
+    for c in joined:
+        if "train/train_" in c:
+            assert ("--extra-cache" in c) == ("train_l2f.py" not in c), c
+    assert sum("train/train_a2l.py" in c for c in joined) == 4

@@ -86,25 +86,20 @@ def main(argv: list[str] | None = None) -> None:
     py = sys.executable
 
     # 1. corpus and preparation (each resumes by itself)
-    if not (corpus / "manifest.json").exists():
-        run([py, "-m", "talkface.data.synth", "--preset", cfg["corpus"], "--out", str(corpus),
-             "--workers", str(a.workers)])
-    if not (cache / "manifest.json").exists():
-        run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus), "--out", str(cache),
-             "--workers", str(a.workers)])
+    def corpus_and_cache(preset: str, corpus: Path, cache: Path) -> None:
+        if not (corpus / "manifest.json").exists():
+            run([py, "-m", "talkface.data.synth", "--preset", preset, "--out", str(corpus),
+                 "--workers", str(a.workers)])
+        if not (cache / "manifest.json").exists():
+            run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus), "--out", str(cache),
+                 "--workers", str(a.workers)])
 
-    # more training takes per word for the A2L side (its own root and cache, so the first stay as they are)
+    corpus_and_cache(cfg["corpus"], corpus, cache)
     common = ["--cache", str(cache)]
     a2l_data = common
-    if cfg.get("extra_corpus"):
-        corpus2, cache2 = work / "corpus_extra", work / "cache_extra"
-        if not (corpus2 / "manifest.json").exists():
-            run([py, "-m", "talkface.data.synth", "--preset", cfg["extra_corpus"], "--out", str(corpus2),
-                 "--workers", str(a.workers)])
-        if not (cache2 / "manifest.json").exists():
-            run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus2), "--out", str(cache2),
-                 "--workers", str(a.workers)])
-        a2l_data = [*common, "--extra-cache", str(cache2)]
+    if cfg.get("extra_corpus"):  # more training takes per word for the A2L side, in their own root and cache
+        corpus_and_cache(cfg["extra_corpus"], work / "corpus_extra", work / "cache_extra")
+        a2l_data = [*common, "--extra-cache", str(work / "cache_extra")]
 
     # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
