@@ -440,7 +440,7 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     from train import diagnose_word_detector as diagnose
 
     exact, words = diagnose.exact_landmarks(tmp_path / "corpus", "test", lrw_vocabulary())
-    detected, same = diagnose.detected_landmarks(out, "test")
+    detected, same = diagnose.detected_landmarks(LandmarkDataset(out, "test"))
     assert exact.shape == detected.shape == (1, 29, 68, 2) and words.tolist() == same.tolist() == [0]
     assert (exact - detected).abs().mean() < 0.05  # one canonical frame (inter-ocular distance about 0.5-1)
     extras = {"exact": ["--extra-corpus", str(tmp_path / "corpus")], "dlib": ["--extra-cache", str(out)]}

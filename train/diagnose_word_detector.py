@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
@@ -37,6 +38,7 @@ from talkface.data.dataset import LandmarkDataset, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
+from train.landmark_data import load_data
 
 
 def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,9 +52,9 @@ def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[to
     return normalise_landmarks(torch.from_numpy(np.stack(xs)))[0], torch.tensor(ys)
 
 
-def detected_landmarks(cache: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """dlib's landmarks of every cached clip of a split, normalised as the trainers do, and the words."""
-    data = LandmarkDataset(cache, split, in_memory=True)
+def detected_landmarks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """dlib's landmarks of every clip of cached clips (`LandmarkDataset`, or the trainers' `load_data` train
+    set), normalised as the trainers do, and the words."""
     items = [data[i] for i in range(len(data))]
     x = torch.stack([it["landmarks"] for it in items]).float()
     return normalise_landmarks(x)[0], torch.tensor([int(it["word"]) for it in items])
@@ -104,15 +106,12 @@ def main(argv: list[str] | None = None) -> float:
     if a.source == "exact":
         if not a.corpus:
             p.error("--source exact needs --corpus")
-        (x, y), (xv, yv) = (exact_landmarks(Path(a.corpus), s, vocabulary) for s in ("train", a.split))
-        extra = [exact_landmarks(Path(c), "train", vocabulary) for c in a.extra_corpus]
-    else:
-        (x, y), (xv, yv) = (detected_landmarks(Path(a.cache), s) for s in ("train", a.split))
-        for c in a.extra_cache:
-            if read_manifest(c)["vocabulary"] != vocabulary:
-                p.error(f"{c} has another vocabulary than {a.cache}")
-        extra = [detected_landmarks(Path(c), "train") for c in a.extra_cache]
-    x, y = torch.cat([x, *(e[0] for e in extra)]), torch.cat([y, *(e[1] for e in extra)])
+        parts = [exact_landmarks(Path(c), "train", vocabulary) for c in (a.corpus, *a.extra_corpus)]
+        x, y = torch.cat([xs for xs, _ in parts]), torch.cat([ys for _, ys in parts])
+        xv, yv = exact_landmarks(Path(a.corpus), a.split, vocabulary)
+    else:  # the training clips exactly as the trainers read them, --extra-cache included
+        train_set, _, _ = load_data(a.cache, a.extra_cache)
+        (x, y), (xv, yv) = detected_landmarks(train_set), detected_landmarks(LandmarkDataset(a.cache, a.split))
     print(f"{a.source} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
     x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
     model = WordDetector(n_words=len(vocabulary))
