@@ -49,8 +49,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from talkface.data.grid import GRID_WORDS, TEST_SPEAKERS, read_grid
 from talkface.audio import FPS
+from talkface.data.grid import GRID_WORDS, TEST_SPEAKERS, read_grid
 from talkface.data.lrw import CLIP_FRAMES, Clip, lrw_vocabulary, read_lrw
 from talkface.errors import TalkFaceError
 from talkface.video import read_video

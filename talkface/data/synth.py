@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.audio import FPS, SAMPLE_RATE
-from talkface.data.lrw import CLIP_FRAMES, SPLITS, lrw_vocabulary
-from talkface.data.lrw import write_lrw_txt
+from talkface.data.lrw import CLIP_FRAMES, SPLITS, lrw_vocabulary, write_lrw_txt
 
 
 # Real photos with clear licences (see the manifest for each identity).
