@@ -132,6 +132,27 @@ def write_video(
     return Path(path)
 
 
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Mono audio alone in an mp4 (AAC, as `write_video` muxes it), written atomically.
+
+    For clips that need no pictures (the A2L side's corpus): the same container and codec as a video's
+    audio track, so the features computed from it match those of a rendered clip.
+    """
+    path = Path(path)
+    fd, wav = tempfile.mkstemp(suffix=".wav")
+    os.close(fd)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+    try:
+        sf.write(wav, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16")
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", wav, "-c:a", "aac",
+                        "-movflags", "+faststart", str(tmp)], check=True, capture_output=True)
+        os.replace(tmp, path)
+    finally:
+        Path(wav).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def probe(path: str | os.PathLike) -> dict:
     """Streams, frame count and duration of a media file, read from ffmpeg's own report.
 

@@ -452,3 +452,35 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
         diagnose.main(["--cache", str(out), "--corpus", str(tmp_path / "corpus"), "--source", source, *extra,
                        "--split", "test", "--steps", "2", "--batch-size", "2"])
         assert f"{source} landmarks, 2 training clips" in capsys.readouterr().out  # the extra clips are used
+
+
+def test_exact_landmarks_cache(tmp_path):
+    """--landmarks exact: the synthetic clips' own landmarks and the same MFCC as the dlib cache, no frames;
+    a clip without a sidecar (real LRW) is skipped with a reason, and L2F refuses the frameless cache."""
+    from talkface.data.synth import PRESETS, generate
+    from talkface.errors import TalkFaceError
+
+    corpus = tmp_path / "corpus"
+    generate(corpus, dataclasses.replace(PRESETS["tiny"], words=1, per_word={"train": 2}), workers=1, progress=False)
+    clips = read_lrw(corpus)
+    alien = tmp_path / "corpus" / "ABOUT" / "train" / "ABOUT_00009.mp4"
+    alien.write_bytes(clips[0].video.read_bytes())  # a video with no sidecar, like a real LRW clip
+    clips = read_lrw(corpus)
+    prep.prepare(clips, tmp_path / "dlib", "lrw", lrw_vocabulary(), progress=False)
+    summary = prep.prepare(clips, tmp_path / "exact", "lrw", lrw_vocabulary(), progress=False, landmarks="exact")
+    assert summary["manifest"]["landmarks"] == "exact" and summary["manifest"]["splits"]["train"]["skipped"] == 1
+    assert summary["manifest"]["clip_list_hash"] != prep.clip_list_hash(clips)
+    reason = shard_meta(tmp_path / "exact")[0]["skipped"][0]
+    assert reason["clip_id"] == "train/ABOUT_00009" and "sidecar" in reason["reason"]
+
+    exact, detected = LandmarkDataset(tmp_path / "exact", "train"), LandmarkDataset(tmp_path / "dlib", "train")
+    assert len(exact) == 2 and len(detected) == 3
+    for k in range(2):
+        truth = np.array(json.loads(clips[k].meta.read_text())["landmarks"], np.float32)
+        assert np.array_equal(exact[k]["landmarks"].numpy(), truth)
+        assert torch.equal(exact[k]["ref_landmarks"], exact[k]["landmarks"][0])
+        assert torch.equal(exact[k]["mfcc"], detected[k]["mfcc"]) and exact[k]["word"] == detected[k]["word"]
+    with pytest.raises(TalkFaceError, match="no frames"):
+        FrameDataset(tmp_path / "exact", "train")
+    with pytest.raises(TalkFaceError, match="exact"):
+        prep.prepare(clips, tmp_path / "x", "lrw", lrw_vocabulary(), progress=False, landmarks="guessed")

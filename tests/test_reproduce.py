@@ -66,9 +66,10 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
         assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag
 
 
-def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
-    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
-    --extra-cache reaches the judges and the four predictors but not L2F."""
+def test_default_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the default chain would run (nothing runs): the audio-only "a2l" corpus is made and prepared
+    with its exact landmarks; the judges and the four predictors learn from that cache, L2F from the dlib one,
+    and the evaluation scores each side on its own."""
     import train.reproduce as reproduce
 
     commands = []
@@ -76,9 +77,16 @@ def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monk
     monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
     reproduce.main(["--preset", "default", "--work", str(tmp_path), "--workers", "2"])
     joined = [" ".join(c) for c in commands]
-    assert any("talkface.data.synth --preset extra --out " + str(tmp_path / "corpus_extra") in c for c in joined)
-    assert any(f"--root {tmp_path / 'corpus_extra'} --out {tmp_path / 'cache_extra'}" in c for c in joined)
+    assert any("talkface.data.synth --preset a2l --out " + str(tmp_path / "corpus_a2l") in c for c in joined)
+    assert any(f"--root {tmp_path / 'corpus_a2l'} --out {tmp_path / 'cache_a2l'}" in c
+               and c.endswith("--landmarks exact") for c in joined)
+    assert any(f"--root {tmp_path / 'corpus'} --out {tmp_path / 'cache'} " in c and c.endswith("--landmarks dlib")
+               for c in joined)
     for c in joined:
         if "train/train_" in c:
-            assert ("--extra-cache" in c) == ("train_l2f.py" not in c), c
+            a2l_side = "train_l2f.py" not in c
+            assert (f"--cache {tmp_path / 'cache_a2l'}" in c) == a2l_side, c
+            assert (f"--cache {tmp_path / 'cache'} " in c) == (not a2l_side), c
     assert sum("train/train_a2l.py" in c for c in joined) == 4
+    evaluate = next(c for c in joined if "train/evaluate.py" in c)
+    assert f"--cache {tmp_path / 'cache_a2l'} --frames-cache {tmp_path / 'cache'} " in evaluate

@@ -79,6 +79,9 @@ def load_data(cache: str, extra: Sequence[str] = ()) -> tuple[Dataset, dict[str,
         extra_manifests.append(read_manifest(other))
         if extra_manifests[-1]["vocabulary"] != manifest["vocabulary"]:
             raise TalkFaceError(f"The cache {other} labels its words otherwise than {cache}; prepare both alike.")
+        if extra_manifests[-1].get("landmarks", "dlib") != manifest.get("landmarks", "dlib"):
+            raise TalkFaceError(f"The cache {other} holds {extra_manifests[-1].get('landmarks', 'dlib')} landmarks "
+                                f"and {cache} {manifest.get('landmarks', 'dlib')} ones; prepare both alike.")
         train.append(LandmarkDataset(other, "train", in_memory=True))
     if extra_manifests:
         manifest = {**manifest, "extra": extra_manifests}
@@ -89,6 +92,7 @@ def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
     """Which data a checkpoint learnt from, for its JSON and model card."""
     record = {
         **{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
+        "landmarks": manifest.get("landmarks", "dlib"),
         "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()},
         "words": len(manifest.get("vocabulary", [])),
     }

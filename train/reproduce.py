@@ -5,10 +5,12 @@
     # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
     python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
 
-The chain: synthetic corpus (talkface.data.synth; for the default preset also its "extra" takes) ->
-preparation cache (talkface.data.prepare) -> word detector -> MI estimator -> the four A2L predictors
-(Baseline, +WD, +TR, +WD+TR, judged by the two frozen networks just trained) -> L2F -> evaluation tables
-(train/evaluate.py) -> checkpoints copied to --dest.
+The chain: synthetic corpus (talkface.data.synth) -> preparation cache with dlib's landmarks and the
+frames (talkface.data.prepare; L2F learns from it) -> for the A2L side, a cache of the corpus's exact
+landmarks (--landmarks exact; for the default preset from its own audio-only corpus, synth preset "a2l",
+64 takes per word) -> word detector -> MI estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR,
+judged by the two frozen networks just trained) -> L2F -> evaluation tables (train/evaluate.py) ->
+checkpoints copied to --dest.
 Every stage is skipped when its output exists and resumed (--resume) when it was interrupted, so a
 stopped run continues where it stopped. Each stage runs as its own process, exactly the command a person
 would type, printed before it runs.
@@ -45,8 +47,8 @@ PRESETS = {
     },
     "default": {
         # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON);
-        # the A2L side also learns from a second corpus of 18 more takes per word (synth preset "extra")
-        "corpus": "default", "extra_corpus": "extra", "a2l": ["--max-steps", "2000"],
+        # the A2L side learns from the exact landmarks of its own audio-only corpus (synth preset "a2l")
+        "corpus": "default", "a2l_corpus": "a2l", "a2l": ["--max-steps", "2000"],
         "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
         # as the shipped L2F was made: 2,400 steps of plain warping, then 4,000 with the landmark flow
         "l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
@@ -86,20 +88,20 @@ def main(argv: list[str] | None = None) -> None:
     py = sys.executable
 
     # 1. corpus and preparation (each resumes by itself)
-    def corpus_and_cache(preset: str, corpus: Path, cache: Path) -> None:
+    def corpus_and_cache(preset: str, corpus: Path, cache: Path, landmarks: str) -> None:
         if not (corpus / "manifest.json").exists():
             run([py, "-m", "talkface.data.synth", "--preset", preset, "--out", str(corpus),
                  "--workers", str(a.workers)])
         if not (cache / "manifest.json").exists():
             run([py, "-m", "talkface.data.prepare", "--dataset", "lrw", "--root", str(corpus), "--out", str(cache),
-                 "--workers", str(a.workers)])
+                 "--workers", str(a.workers), "--landmarks", landmarks])
 
-    corpus_and_cache(cfg["corpus"], corpus, cache)
+    corpus_and_cache(cfg["corpus"], corpus, cache, "dlib")
     common = ["--cache", str(cache)]
-    a2l_data = common
-    if cfg.get("extra_corpus"):  # more training takes per word for the A2L side, in their own root and cache
-        corpus_and_cache(cfg["extra_corpus"], work / "corpus_extra", work / "cache_extra")
-        a2l_data = [*common, "--extra-cache", str(work / "cache_extra")]
+    # the A2L side learns from exact landmarks: of its own audio-only corpus, or of the main corpus
+    a2l_corpus = work / "corpus_a2l" if cfg.get("a2l_corpus") else corpus
+    corpus_and_cache(cfg.get("a2l_corpus", cfg["corpus"]), a2l_corpus, work / "cache_a2l", "exact")
+    a2l_data = ["--cache", str(work / "cache_a2l")]
 
     # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ncheckpoints in {dest}")
 
     # 5. the tables, from the shipped files
-    run([py, "train/evaluate.py", "--cache", str(cache), "--checkpoints", str(dest), "--out", str(work / "eval"),
-         *cfg["evaluate"]])
+    run([py, "train/evaluate.py", *a2l_data, "--frames-cache", str(cache), "--checkpoints", str(dest),
+         "--out", str(work / "eval"), *cfg["evaluate"]])
 
     # 6. a real video from these checkpoints, the example photo and speech
     run([py, "-m", "talkface", "--photo", "assets/examples/face.jpg", "--audio", "assets/examples/speech.wav",

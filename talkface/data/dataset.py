@@ -121,8 +121,12 @@ class FrameDataset(Dataset):
     def __init__(self, cache_dir: str | Path, split: str, identity: str = "first"):
         if identity not in self.IDENTITIES:
             raise ValueError(f"identity must be one of {self.IDENTITIES}, got {identity!r}")
+        manifest = read_manifest(cache_dir)
+        if manifest.get("landmarks", "dlib") != "dlib":
+            raise TalkFaceError(f"The cache {cache_dir} holds no frames (prepared with --landmarks "
+                                f"{manifest['landmarks']}); L2F needs a cache prepared with --landmarks dlib.")
         self.shards = _Shards(cache_dir, split)
-        self.frames = read_manifest(cache_dir)["frames"]
+        self.frames = manifest["frames"]
         self.identity = identity
 
     def __len__(self) -> int:

@@ -4,6 +4,8 @@ Run it (resumable: a rerun skips finished shards; a killed run leaves no partial
 
     python -m talkface.data.prepare --dataset lrw --root data/lrw --out data/cache/lrw --workers 2
     python -m talkface.data.prepare --dataset grid --root data/grid --out data/cache/grid
+    # the synthetic corpus's exact landmarks (its sidecars) instead of dlib's: no frames, no detection
+    python -m talkface.data.prepare --dataset lrw --root data/synth_a2l --out data/cache_a2l --landmarks exact
     # on a cluster, job 3 of 8 (every job gets a disjoint, deterministic set of shards):
     python -m talkface.data.prepare --dataset lrw --root data/lrw --out data/cache/lrw --shard 3/8
 
@@ -28,6 +30,12 @@ Cache layout (`OUT/`)::
 
 The aligned frames are cached (JPEG quality 90: ~14 kB, 43 dB PSNR a frame) because decoding a JPEG is far faster than
 decoding the clip's video again for every training sample of the frame generator.
+
+``--landmarks exact`` (synthetic corpora only) takes each clip's landmarks from its JSON sidecar — the
+articulation model's own, i.e. the true landmarks of the rendered frames, in the pixels of the 256x256 crop
+the corpus renders at — instead of detecting them. No frame is decoded, detected or cached (the A2L side
+needs none, and the "a2l" corpus has none): transforms are the identity and `frames_jpeg` is empty; the
+manifest says ``"landmarks": "exact"`` and the frame generator's dataset refuses such a cache.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -60,6 +69,7 @@ SHARD_SIZE = 256
 JPEG_QUALITY = 90
 META_KEY = "talkface"
 MANIFEST = "manifest.json"
+LANDMARK_SOURCES = ("dlib", "exact")
 
 
 # decoding
@@ -110,10 +120,34 @@ def prepare_clip(clip: Clip) -> dict:
     }
 
 
-def _prepare_or_reason(clip: Clip) -> dict | str:
+def prepare_clip_exact(clip: Clip) -> dict:
+    """MFCC windows and the sidecar's exact landmarks of one synthetic clip; raises if it cannot be used."""
+    from talkface.audio import load_audio, mfcc_windows
+
+    if clip.meta is None:
+        raise TalkFaceError(f"{clip.video.name} has no JSON sidecar: exact landmarks exist only for the "
+                            "synthetic corpus (talkface.data.synth); use --landmarks dlib for real videos.")
+    exact = np.asarray(json.loads(Path(clip.meta).read_text())["landmarks"], np.float32)
+    if exact.ndim != 3 or exact.shape[1:] != (68, 2) or len(exact) < CLIP_FRAMES:
+        raise TalkFaceError(f"The sidecar of {clip.video.name} holds landmarks of shape {exact.shape}, "
+                            f"not (>= {CLIP_FRAMES}, 68, 2).")
+    waveform, _ = load_audio(clip.video)
+    first = window_start(clip, len(exact))
+    window = slice(first, first + CLIP_FRAMES)
+    return {
+        "mfcc": np.asarray(mfcc_windows(waveform, fps=FPS, num_frames=len(exact))[window], np.float16),
+        "landmarks": exact[window],
+        "jpegs": [],
+        "transform": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+        "window_start": first,
+        "num_faces": 1,
+    }
+
+
+def _prepare_or_reason(clip: Clip, landmarks: str = "dlib") -> dict | str:
     """Never let one bad clip stop a job of thousands: failures come back as a reason to record."""
     try:
-        return prepare_clip(clip)
+        return prepare_clip_exact(clip) if landmarks == "exact" else prepare_clip(clip)
     except Exception as error:  # any decoder or detector failure skips only this clip
         return f"{type(error).__name__}: {error}"
 
@@ -138,6 +172,7 @@ class Shard:
     split: str
     index: int
     clips: list[Clip]
+    landmarks: str = "dlib"
 
     @property
     def name(self) -> str:
@@ -145,23 +180,25 @@ class Shard:
 
     @property
     def clip_hash(self) -> str:
-        return clip_list_hash(self.clips)
+        return clip_list_hash(self.clips, self.landmarks)
 
 
-def clip_list_hash(clips: Iterable[Clip]) -> str:
-    """Identifies a clip list (and the cache format), so that a stale shard is redone, not reused."""
+def clip_list_hash(clips: Iterable[Clip], landmarks: str = "dlib") -> str:
+    """Identifies a clip list, the cache format and the landmark source, so a stale shard is redone, not reused."""
     digest = hashlib.sha256(f"talkface-cache-v{FORMAT_VERSION}\n".encode())
+    if landmarks != "dlib":  # (dlib caches keep the hash they always had)
+        digest.update(f"landmarks={landmarks}\n".encode())
     for clip in clips:
         digest.update(f"{clip.split}\t{clip.clip_id}\t{clip.word}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def plan_shards(clips: list[Clip], shard_size: int = SHARD_SIZE) -> list[Shard]:
+def plan_shards(clips: list[Clip], shard_size: int = SHARD_SIZE, landmarks: str = "dlib") -> list[Shard]:
     """Deterministic shards: each split's clips in reader order, cut every `shard_size` clips."""
     shards = []
     for split in dict.fromkeys(c.split for c in clips):
         members = [c for c in clips if c.split == split]
-        shards += [Shard(split, k, members[i:i + shard_size])
+        shards += [Shard(split, k, members[i:i + shard_size], landmarks)
                    for k, i in enumerate(range(0, len(members), shard_size))]
     return shards
 
@@ -200,7 +237,7 @@ def write_shard(path: Path, shard: Shard, results: list[tuple[Clip, int, dict]],
             offsets[row, t] = position
             position += len(blob)
             jpegs.append(blob)
-        offsets[row, -1] = position
+        offsets[row, len(r["jpegs"]):] = position  # no frames (exact landmarks): every offset the same
     landmarks = np.stack([r["landmarks"] for _, _, r in results]) if n else np.zeros((0, CLIP_FRAMES, 68, 2))
     tensors = {
         "mfcc": (np.stack([r["mfcc"] for _, _, r in results]) if n
@@ -234,19 +271,20 @@ def write_shard(path: Path, shard: Shard, results: list[tuple[Clip, int, dict]],
 # the job
 
 
-def _results(clips: list[Clip], workers: int) -> Iterator[dict | str]:
+def _results(clips: list[Clip], workers: int, landmarks: str = "dlib") -> Iterator[dict | str]:
+    work = partial(_prepare_or_reason, landmarks=landmarks)
     if workers <= 1:
-        yield from map(_prepare_or_reason, clips)
+        yield from map(work, clips)
         return
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
     try:
-        yield from pool.map(_prepare_or_reason, clips)
+        yield from pool.map(work, clips, chunksize=1 if landmarks == "dlib" else 16)
     finally:  # on Ctrl-C, wait for the clips in progress only, not for every queued one
         pool.shutdown(cancel_futures=True)
 
 
 def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, clips: list[Clip],
-                    vocabulary: list[str]) -> dict | None:
+                    vocabulary: list[str], landmarks: str = "dlib") -> dict | None:
     """Written once every planned shard exists (by whichever cluster job finishes last)."""
     metas = [read_shard_meta(out / s.name) for s in shards]
     if any(m is None or m["clip_hash"] != s.clip_hash for m, s in zip(metas, shards)):
@@ -261,8 +299,9 @@ def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, cli
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
         "root": root,
-        "clip_list_hash": clip_list_hash(clips),
+        "clip_list_hash": clip_list_hash(clips, landmarks),
         "listed_clips": len(clips),
+        "landmarks": landmarks,
         "frames": CLIP_FRAMES,
         "vocabulary": vocabulary,
         "splits": splits,
@@ -276,17 +315,20 @@ def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, cli
 
 def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[str], root: str = "",
             shard: tuple[int, int] = (1, 1), workers: int = 1, shard_size: int = SHARD_SIZE,
-            progress: bool = True) -> dict:
+            progress: bool = True, landmarks: str = "dlib") -> dict:
     """Prepare this job's share of `clips` into `out`; returns which shards were written or already done.
 
     Job i of n takes every n-th shard starting at the i-th (1-based); finished shards whose clip list is
-    unchanged are kept as they are, and leftovers of a killed run are removed first.
+    unchanged are kept as they are, and leftovers of a killed run are removed first. `landmarks`: "dlib"
+    (detected on the aligned frames, as the paper does) or "exact" (a synthetic clip's sidecar; no frames).
     """
     job, jobs = shard
     if not 1 <= job <= jobs:
         raise TalkFaceError(f"The shard must be i/n with 1 <= i <= n, not {job}/{jobs}.")
+    if landmarks not in LANDMARK_SOURCES:
+        raise TalkFaceError(f"Landmarks come from one of {', '.join(LANDMARK_SOURCES)}, not {landmarks!r}.")
     out = Path(out)
-    shards = plan_shards(clips, shard_size)
+    shards = plan_shards(clips, shard_size, landmarks)
     mine = shards[job - 1::jobs]
     todo = [s for s in mine if (read_shard_meta(out / s.name) or {}).get("clip_hash") != s.clip_hash]
     for s in todo:
@@ -295,7 +337,7 @@ def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[s
 
     labels = {word: i for i, word in enumerate(vocabulary)}
     versions = tool_versions()
-    results = _results([c for s in todo for c in s.clips if c.word in labels], workers)
+    results = _results([c for s in todo for c in s.clips if c.word in labels], workers, landmarks)
     bar = tqdm(total=sum(len(s.clips) for s in todo), unit="clip", disable=not progress)
     for s in todo:
         done, skipped = [], []
@@ -308,9 +350,9 @@ def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[s
                 done.append((clip, labels[clip.word], outcome))
             bar.update()
         write_shard(out / s.name, s, done, skipped, {"format_version": FORMAT_VERSION, "dataset": dataset,
-                                                     "versions": versions})
+                                                     "landmarks": landmarks, "versions": versions})
     bar.close()
-    manifest = _write_manifest(out, shards, dataset, root, clips, vocabulary)
+    manifest = _write_manifest(out, shards, dataset, root, clips, vocabulary, landmarks)
     written = [s.name for s in todo]
     return {"written": written, "kept": [s.name for s in mine if s.name not in written],
             "manifest": manifest}
@@ -324,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="1/1", help="this job's share, i/n (default 1/1: everything)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE)
+    parser.add_argument("--landmarks", choices=LANDMARK_SOURCES, default="dlib",
+                        help="dlib: detected on the frames (the paper); exact: a synthetic clip's sidecar, no frames")
     parser.add_argument("--words", help="LRW only: comma-separated subset of words")
     parser.add_argument("--test-speakers", default=",".join(TEST_SPEAKERS), help="GRID only")
     parser.add_argument("--val-speakers", default="", help="GRID only")
@@ -344,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         if not clips:
             raise TalkFaceError(f"No clips were found under {args.root}; is it a {args.dataset.upper()}-shaped folder?")
         summary = prepare(clips, args.out, args.dataset, vocabulary, root=str(Path(args.root).resolve()),
-                          shard=(job, jobs), workers=args.workers, shard_size=args.shard_size)
+                          shard=(job, jobs), workers=args.workers, shard_size=args.shard_size,
+                          landmarks=args.landmarks)
     except TalkFaceError as error:
         raise SystemExit(str(error)) from None
     print(f"wrote {len(summary['written'])} shards, kept {len(summary['kept'])} finished ones")

@@ -9,8 +9,9 @@ speech force-aligned with pocketsphinx). The same preparation code then reads it
 Per clip: a carrier phrase around the word is spoken by a voice of the clip's split, augmented like a
 microphone would; the phone timings drive a coarticulated mouth on the identity's own 68 landmarks (plus
 head motion and blinks, `articulation`); the identity photo is warped to every frame (`render`). A JSON
-sidecar keeps the generator's ground truth (phones, landmarks) for checks; training uses landmarks
-re-detected with dlib on the frames, as the paper does.
+sidecar keeps the generator's ground truth (phones, landmarks). L2F learns from landmarks re-detected with
+dlib on the frames, as the paper does; the A2L side learns from the exact landmarks (see
+`talkface.data.prepare --landmarks exact` and the README for why).
 
 Splits: val and test use identities AND voices never seen in train; clips of real recorded speech from
 held-out prompts form a separate real-speech test part (``"subset": "real"`` in the sidecar).
@@ -19,6 +20,8 @@ Run:
     python -m talkface.data.synth --preset default --out /work/data/synth --workers 2
     python -m talkface.data.synth --preset tiny --out /tmp/tiny          # seconds; used by the tests
     python -m talkface.data.synth --preset extra --out /work/data/synth_extra --workers 2  # 18 more takes/word
+    python -m talkface.data.synth --preset a2l --out /work/data/synth_a2l --workers 2      # audio + landmarks
+    python -m talkface.data.synth --preset default --out /work/data/synth --splits val,test  # scoring only
 A killed run resumes where it stopped: a clip is complete once its JSON sidecar exists (written last).
 """
 
@@ -69,6 +72,11 @@ class SynthConfig:
     ``first_take``: synthetic clips are numbered from first_take + 1, so a second root generated with
     first_take = 18 holds exactly the clips that a corpus with 18 more takes per word would add (same
     seed: the same held-out voices and faces, no clip repeated) without touching the first one.
+
+    ``video=False`` skips rendering (most of a clip's cost): the clip's .mp4 holds only its audio track, and
+    the sidecar its exact landmarks. A clip's text, voice, prosody, face and motion depend on its seed alone,
+    never on whether it was rendered, so take k of a word is the same utterance with or without video (up
+    to a hair: eSpeak's output varies slightly with what its process spoke before).
     """
 
     words: int = 500  # the first N LRW words
@@ -79,6 +87,7 @@ class SynthConfig:
     augment: float = 1.0
     seed: int = 0
     first_take: int = 0
+    video: bool = True  # False: the mp4 holds the audio track only (the A2L side needs no frames: see "a2l")
 
 
 PRESETS = {
@@ -92,6 +101,10 @@ PRESETS = {
     "small": SynthConfig(words=50, per_word={"train": 10, "val": 1, "test": 2}),
     # 18 more training takes per word beside a "default" corpus (how far more data takes the models)
     "extra": SynthConfig(per_word={"train": 18}, first_take=18, real_speech=False),
+    # The A2L side's corpus: audio + exact landmarks, no frames, 64 training takes per word. Takes 1-18 and
+    # every val/test clip are the "default" corpus's own utterances (same seeds), so the A2L side is scored on
+    # exactly the clips L2F is scored on; takes 19-64 are new.
+    "a2l": SynthConfig(per_word={"train": 64, "val": 1, "test": 2}, video=False),
     "default": SynthConfig(),
 }
 
@@ -351,7 +364,7 @@ class _Worker:
         from talkface.data import speech
         from talkface.data.articulation import animate
         from talkface.data.render import render_frames
-        from talkface.video import write_video
+        from talkface.video import write_audio, write_video
 
         rng = np.random.default_rng(spec.seed)
         utt, pos, voice = self._speak(spec, rng)
@@ -373,10 +386,13 @@ class _Worker:
             audio[lo - start : hi - start] += utt.waveform[lo:hi]
         ident = self._identity(spec.split, rng)
         motion = animate(ident.landmarks, utt.phones, CLIP_FRAMES, rng, t0=t0, fps=FPS)
-        frames = render_frames(ident.image, ident.landmarks, motion["landmarks"], rng=rng)
         base = self.root / spec.stem
         base.parent.mkdir(parents=True, exist_ok=True)
-        write_video(base.with_suffix(".mp4"), frames, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        if self.cfg.video:
+            frames = render_frames(ident.image, ident.landmarks, motion["landmarks"], rng=rng)
+            write_video(base.with_suffix(".mp4"), frames, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
+        else:
+            write_audio(base.with_suffix(".mp4"), audio, sample_rate=SAMPLE_RATE)
         tmp = base.with_suffix(".txt.tmp")
         write_lrw_txt(tmp, spec.word, word.start - t0, word.end - t0)
         os.replace(tmp, base.with_suffix(".txt"))
@@ -389,6 +405,7 @@ class _Worker:
             "landmarks": np.round(motion["landmarks"], 2).tolist(),
             "blink": np.round(motion["blink"], 3).tolist(),
             "seed": spec.seed,
+            "video": self.cfg.video,
         }
         tmp = base.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(sidecar))
@@ -432,8 +449,13 @@ def _real_speech_plan(root: Path, words: set[str]) -> list[tuple[str, str, int]]
     return [tuple(x) for x in found]
 
 
-def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: bool = True) -> dict:
-    """Generate (or finish) the corpus under ``root``; returns the manifest."""
+def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: bool = True,
+             splits: tuple[str, ...] = SPLITS) -> dict:
+    """Generate (or finish) the corpus under ``root``; returns the manifest.
+
+    ``splits`` restricts the run to some splits of the plan (e.g. only val and test, to score models on a
+    machine that has no use for the training clips); the manifest then describes those splits.
+    """
     from tqdm import tqdm
 
     root = Path(root)
@@ -444,7 +466,7 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
         _save_identities(ids, root / "identities.npz")
     ids = _load_identities(root / "identities.npz")
     real = _real_speech_plan(root, set(lrw_vocabulary()[: cfg.words])) if cfg.real_speech else []
-    plan = plan_clips(cfg, real)
+    plan = [c for c in plan_clips(cfg, real) if c.split in splits]
     todo = [c for c in plan if not (root / c.stem).with_suffix(".json").exists()]
     failures = []
     if todo:
@@ -473,6 +495,7 @@ def _manifest(root, cfg, plan, ids, failures, seconds) -> dict:
     done = [c for c in plan if (root / c.stem).with_suffix(".json").exists()]
     sidecars = [json.loads((root / c.stem).with_suffix(".json").read_text()) for c in done]
     per_split = Counter(s["split"] for s in sidecars)
+    rendered = sum(1 for s in sidecars if s.get("video", True))
     voices = sorted({(s["speech_source"], s["voice"]) for s in sidecars})
     return {
         "format": "LRW layout: WORD/{train,val,test}/WORD_NNNNN.{mp4,txt,json}; 29 frames, 25 fps, 256x256",
@@ -480,6 +503,7 @@ def _manifest(root, cfg, plan, ids, failures, seconds) -> dict:
         "plan_sha256": hashlib.sha256("\n".join(c.stem for c in plan).encode()).hexdigest(),
         "clips": len(done),
         "clips_planned": len(plan),
+        "clips_with_video": rendered,
         "per_split": dict(per_split),
         "real_speech_clips": dict(Counter(s["split"] for s in sidecars if s["subset"] == "real")),
         "words": len({s["word"] for s in sidecars}),
@@ -497,9 +521,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="corpus root (LRW layout is written under it)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to generate (default: all)")
     a = p.parse_args(argv)
+    splits = tuple(s for s in a.splits.split(",") if s)
+    if not splits or set(splits) - set(SPLITS):
+        p.error(f"--splits takes some of {','.join(SPLITS)}")
     cfg = dataclasses.replace(PRESETS[a.preset], seed=a.seed)
-    m = generate(a.out, cfg, workers=a.workers)
+    m = generate(a.out, cfg, workers=a.workers, splits=splits)
     print(json.dumps({k: m[k] for k in ("clips", "clips_planned", "per_split", "words", "voices", "audio_hours",
                                         "generation_seconds_this_run")}, indent=1))
     if m["failures"]:
