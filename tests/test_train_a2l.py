@@ -151,9 +151,24 @@ def test_extra_caches_add_training_clips_only(cache, tmp_path):
     assert "More training clips" in (tmp_path / "wd" / "word_detector.md").read_text()
 
     manifest = json.loads((extra / "manifest.json").read_text())
+    (extra / "manifest.json").write_text(json.dumps({**manifest, "landmarks": "exact"}))
+    with pytest.raises(TalkFaceError, match="holds exact landmarks and .* dlib ones"):
+        load_data(str(cache), [str(extra)])  # never train on two kinds of landmarks at once
     (extra / "manifest.json").write_text(json.dumps({**manifest, "vocabulary": manifest["vocabulary"][::-1]}))
     with pytest.raises(TalkFaceError, match="labels its words otherwise"):
         load_data(str(cache), [str(extra)])
+
+
+def test_checkpoints_say_which_landmarks_they_learnt_from(tmp_path):
+    """A cache of exact landmarks (prepare --landmarks exact) is recorded as such in the JSON and the card."""
+    exact = make_toy_cache(tmp_path / "exact", {"train": 32, "val": 16})
+    manifest = json.loads((exact / "manifest.json").read_text())
+    (exact / "manifest.json").write_text(json.dumps({**manifest, "landmarks": "exact"}))
+    load_script("train_mi_estimator").main(["--cache", str(exact), "--out", str(tmp_path / "mi"), *COMMON,
+                                            "--max-steps", "2"])
+    _, config = load_checkpoint(tmp_path / "mi" / "mi_estimator")
+    assert config["data"]["landmarks"] == "exact" and "exact landmarks" in config["features"]["landmarks"]
+    assert ", exact landmarks," in (tmp_path / "mi" / "mi_estimator.md").read_text()
 
 
 def test_mi_estimator_trainer_sees_synchrony(judges):

@@ -26,11 +26,17 @@ from talkface.data.dataset import LandmarkDataset, read_manifest
 from talkface.errors import TalkFaceError
 from talkface.face import Similarity, denormalise_landmarks, normalise_landmarks
 
-# The input definition every A2L-side checkpoint records; loading checks the audio part (talkface.audio).
-FEATURES = {
-    **audio.FEATURES,
-    "landmarks": "68 dlib points, each frame in the canonical frame of talkface.face.normalise_landmarks",
+# What the landmarks of a cache are (its manifest's "landmarks"), as every A2L-side checkpoint records it.
+LANDMARKS = {
+    "dlib": "68 dlib points, each frame in the canonical frame of talkface.face.normalise_landmarks",
+    "exact": "68 points, the synthetic corpus's exact landmarks (the photo's dlib points moved by its "
+             "articulation model), each frame in the canonical frame of talkface.face.normalise_landmarks",
 }
+
+
+def features(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The input definition an A2L-side checkpoint records; loading checks the audio part (talkface.audio)."""
+    return {**audio.FEATURES, "landmarks": LANDMARKS[manifest.get("landmarks", "dlib")]}
 
 
 @dataclass
@@ -115,7 +121,10 @@ DATA_AND_LICENCES = """## Data and licences
   prompts by Allison Smith, CC-BY-SA-3.0). Figures above are on that corpus's held-out faces and voices; they
   say nothing about LRW or GRID.
 - Landmarks are dlib's 68-point shape predictor (`face-recognition-models`), trained on iBUG 300-W, whose
-  licence excludes commercial use: so does anything trained on its landmarks, this checkpoint included.
+  licence excludes commercial use: so does anything trained on its landmarks, this checkpoint included. A cache
+  with `"landmarks": "exact"` (see Data above) holds the synthetic corpus's exact landmarks instead of dlib's
+  re-detection on its frames: each photo's dlib landmarks moved by the corpus's articulation model, so the
+  same licence note applies.
 - Code: MIT.
 """
 
@@ -133,7 +142,8 @@ def write_model_card(stem: Path, title: str, summary: list[str], config: dict[st
         "",
         f"- {type(model).__name__}, {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
         f"- Trained {training['steps']} steps ({training['seconds'] / 60:.0f} min on {training['device']}).",
-        f"- Data: `{data.get('dataset')}` cache, clip list hash `{data.get('clip_list_hash')}`, clips {data['clips']}.",
+        f"- Data: `{data.get('dataset')}` cache, {data.get('landmarks', 'dlib')} landmarks, clip list hash "
+        f"`{data.get('clip_list_hash')}`, clips {data['clips']}.",
         *(f"- More training clips: `{x.get('dataset')}` cache, clip list hash `{x.get('clip_list_hash')}`, "
           f"clips {x['clips']}." for x in data.get("extra_training_data", [])),
         f"- Command: `{training['command']}`",

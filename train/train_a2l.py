@@ -62,10 +62,10 @@ from talkface.training import (
     wrap_ddp,
 )
 from train.landmark_data import (
-    FEATURES,
     add_common_args,
     command_line,
     data_record,
+    features,
     learning_rate,
     load_data,
     to_batch,
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "variant": name,
             "lambda_wd": args.lambda_wd,
             "lambda_tr": args.lambda_tr,
-            "features": FEATURES,
+            "features": features(manifest),
             "input": "MFCC windows (T, 28, 12) and the reference landmarks (68, 2), both canonical frame",
             "output": "landmarks (T, 68, 2) in the canonical frame; denormalise with the reference's pose",
             "judges": {

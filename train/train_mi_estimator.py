@@ -43,10 +43,10 @@ from talkface.training import (
     wrap_ddp,
 )
 from train.landmark_data import (
-    FEATURES,
     add_common_args,
     command_line,
     data_record,
+    features,
     learning_rate,
     load_data,
     to_batch,
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         estimator = unwrap(model)
         config = {
             "stage": "mi_estimator",
-            "features": FEATURES,
+            "features": features(manifest),
             "input": "a clip's MFCC windows and landmarks; the estimator takes their frame-to-frame residuals",
             "training": {
                 "command": command_line("train_mi_estimator.py", argv),

@@ -45,10 +45,10 @@ from talkface.training import (
     wrap_ddp,
 )
 from train.landmark_data import (
-    FEATURES,
     add_common_args,
     command_line,
     data_record,
+    features,
     learning_rate,
     load_data,
     to_batch,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         detector = unwrap(model)
         config = {
             "stage": "word_detector",
-            "features": FEATURES,
+            "features": features(manifest),
             "input": f"the centre {WORD_FRAMES} frames of a clip's landmarks",
             "vocabulary": manifest["vocabulary"],
             "training": {
