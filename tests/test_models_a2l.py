@@ -200,6 +200,25 @@ def test_judges_pass_gradients_to_landmarks_only():
     assert mfcc.grad is None  # the audio is given, not learned
 
 
+def test_hinged_temporal_residual_loss_stops_at_the_truth():
+    """With the true landmarks, L_tr = max(0, MI_true - MI_pred): the truth itself costs nothing, and a prediction
+    the estimator scores below the truth is pushed (only) up to it."""
+    torch.manual_seed(0)
+    estimator = freeze(MIEstimator(**TINY_MI))
+    mfcc, truth = torch.randn(8, 29, 28, 12), faces(8, 29)
+    assert temporal_residual_loss(estimator, mfcc, truth, truth).item() == 0.0
+    pred = faces(8, 29).requires_grad_()
+    torch.manual_seed(1)  # the estimator's marginal pairs are random shuffles: the same ones, in the same order
+    plain = temporal_residual_loss(estimator, mfcc, pred)
+    true_mi, _, _ = mine_lower_bound(*estimator(mfcc, truth))
+    torch.manual_seed(1)
+    hinged = temporal_residual_loss(estimator, mfcc, pred, truth)
+    assert torch.isclose(hinged, torch.relu(true_mi + plain), atol=1e-7)  # plain = -MI_pred
+    if hinged.item() > 0:
+        hinged.backward()
+        assert pred.grad.abs().sum() > 0
+
+
 def test_word_loss_sees_the_centre_25_frames():
     detector = freeze(WordDetector(**TINY_WD))
     pred = faces(2, 29).requires_grad_()

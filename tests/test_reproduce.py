@@ -52,14 +52,23 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
     def recorded(name: str) -> dict:
         return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["training"]["args"]
 
+    def data(name: str) -> dict:
+        return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["data"]
+
     for judge in ("word_detector", "mi_estimator"):
-        assert recorded(judge)["max_steps"] == int(_flag(cfg[judge], "--max-steps")), judge
-        assert len(recorded(judge)["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), judge
+        for flag in ("--max-steps", "--batch-size", "--lr"):
+            if flag in cfg[judge]:
+                assert recorded(judge)[flag[2:].replace("-", "_")] == float(_flag(cfg[judge], flag)), (judge, flag)
+        assert recorded(judge)["extra_cache"] == [], judge
     for name, (wd, tr) in A2L_VARIANTS.items():
         args = recorded(name)
         assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
         assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
-        assert len(args["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), name
+        assert args["extra_cache"] == [], name
+    # the A2L side learnt from the a2l corpus's exact landmarks, as the chain makes them
+    for name in ("word_detector", "mi_estimator", *A2L_VARIANTS):
+        assert data(name)["landmarks"] == "exact", name
+        assert data(name)["clips"]["train"] > 30000, name  # the "a2l" preset's 64 takes per word
     l2f = recorded("l2f")
     assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
     for flag in ("--max-steps", "--d-channels", "--batch-size"):

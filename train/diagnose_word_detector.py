@@ -10,9 +10,11 @@
     python train/diagnose_word_detector.py --cache /work/data/cache --source dlib \
         --extra-cache /work/data/cache_extra --steps 6000
 
-A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; the cache holds what dlib finds on
-the rendered frames (what every stage trains on, as it would on LRW). The same `WordDetector`, trained the same
-way on each, prints its val top-1 every 500 steps: the gap is what dlib's error costs. `--extra-corpus` /
+A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; a dlib cache holds what dlib finds
+on the rendered frames (what L2F trains on, and what every stage would train on with LRW). The same
+`WordDetector`, trained the same way on each, prints its val top-1 every 500 steps: the gap is what dlib's error
+costs. This gap is why the shipped A2L side learns from exact landmarks (a cache prepared with --landmarks exact;
+train/train_word_detector.py on it is the trainer). `--extra-corpus` /
 `--extra-cache` add the training clips of more corpora (e.g. the "extra" preset's 18 more takes per word):
 how far more data takes it. A diagnosis, not a trainer: no checkpoint, no resume; the shipped detector comes
 from train/train_word_detector.py.

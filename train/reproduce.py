@@ -49,7 +49,8 @@ PRESETS = {
         # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON);
         # the A2L side learns from the exact landmarks of its own audio-only corpus (synth preset "a2l")
         "corpus": "default", "a2l_corpus": "a2l", "a2l": ["--max-steps", "2000"],
-        "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
+        "word_detector": ["--max-steps", "12000", "--batch-size", "128", "--lr", "3e-3"],
+        "mi_estimator": ["--max-steps", "4000"],
         # as the shipped L2F was made: 2,400 steps of plain warping, then 4,000 with the landmark flow
         "l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
         "l2f": ["--max-steps", "4000", "--d-channels", "32", "--batch-size", "4"],

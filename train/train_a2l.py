@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # losses
     p.add_argument("--lambda-wd", type=float, default=0.0, help="weight of the word loss L_wd (0: off)")
     p.add_argument("--lambda-tr", type=float, default=0.0, help="weight of the temporal residual loss L_tr (0: off)")
+    p.add_argument("--tr-hinge", action="store_true",
+                   help="hinge L_tr at the ground truth's MI, max(0, MI_true - MI_pred) (ours; see losses.py)")
     p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
     p.add_argument("--estimator", default=str(bundled("mi_estimator")), help="MI estimator checkpoint stem")
     return p.parse_args(argv)
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             if args.lambda_wd > 0:
                 losses["l_wd"] = word_loss(detector, pred, batch.words)
             if args.lambda_tr > 0:
-                losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred)
+                losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred,
+                                                        batch.landmarks if args.tr_hinge else None)
             total = (
                 losses["l_rec"] + args.lambda_wd * losses.get("l_wd", 0.0) + args.lambda_tr * losses.get("l_tr", 0.0)
             )
