@@ -52,31 +52,63 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
     def recorded(name: str) -> dict:
         return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["training"]["args"]
 
-    def data(name: str) -> dict:
-        return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["data"]
-
     for judge in ("word_detector", "mi_estimator"):
-        for flag in ("--max-steps", "--batch-size", "--lr"):
-            if flag in cfg[judge]:
-                assert recorded(judge)[flag[2:].replace("-", "_")] == float(_flag(cfg[judge], flag)), (judge, flag)
-        assert recorded(judge)["extra_cache"] == [], judge
+        assert recorded(judge)["max_steps"] == int(_flag(cfg[judge], "--max-steps")), judge
+        assert len(recorded(judge)["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), judge
     for name, (wd, tr) in A2L_VARIANTS.items():
         args = recorded(name)
         assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
         assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
-        assert args["extra_cache"] == [], name
-    # the A2L side learnt from the a2l corpus's exact landmarks, as the chain makes them
-    for name in ("word_detector", "mi_estimator", *A2L_VARIANTS):
-        assert data(name)["landmarks"] == "exact", name
-        assert data(name)["clips"]["train"] > 30000, name  # the "a2l" preset's 64 takes per word
+        assert len(args["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), name
     l2f = recorded("l2f")
     assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
     for flag in ("--max-steps", "--d-channels", "--batch-size"):
         assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag
 
 
-def test_default_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, monkeypatch):
-    """The commands the default chain would run (nothing runs): the audio-only "a2l" corpus is made and prepared
+def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
+    --extra-cache reaches the judges and the four predictors but not L2F."""
+    import train.reproduce as reproduce
+
+    commands = []
+    monkeypatch.setattr(reproduce, "run", commands.append)
+    monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
+    reproduce.main(["--preset", "default", "--work", str(tmp_path), "--workers", "2"])
+    joined = [" ".join(c) for c in commands]
+    assert any("talkface.data.synth --preset extra --out " + str(tmp_path / "corpus_extra") in c for c in joined)
+    assert any(f"--root {tmp_path / 'corpus_extra'} --out {tmp_path / 'cache_extra'}" in c for c in joined)
+    for c in joined:
+        if "train/train_" in c:
+            assert ("--extra-cache" in c) == ("train_l2f.py" not in c), c
+    assert sum("train/train_a2l.py" in c for c in joined) == 4
+
+
+def test_exact_preset_trains_as_the_exact_landmark_checkpoints_record():
+    """The "exact" preset remakes assets/eval/exact_landmarks/checkpoints (measured, not shipped)."""
+    from train.reproduce import EXACT_VARIANTS, PRESETS
+
+    cfg, folder = PRESETS["exact"], REPO / "assets" / "eval" / "exact_landmarks" / "checkpoints"
+
+    def config(name: str) -> dict:
+        return json.loads((folder / f"{name}.json").read_text())
+
+    for judge in ("word_detector", "mi_estimator"):
+        for flag in ("--max-steps", "--batch-size", "--lr"):
+            if flag in cfg[judge]:
+                recorded = config(judge)["training"]["args"][flag[2:].replace("-", "_")]
+                assert recorded == float(_flag(cfg[judge], flag)), (judge, flag)
+    for name, (wd, tr) in EXACT_VARIANTS.items():
+        args = config(name)["training"]["args"]
+        assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
+        assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
+    for name in ("word_detector", "mi_estimator", *EXACT_VARIANTS):  # the a2l corpus's exact landmarks
+        data = config(name)["data"]
+        assert data["landmarks"] == "exact" and data["clips"]["train"] > 30000 and "extra_training_data" not in data
+
+
+def test_exact_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the "exact" chain would run (nothing runs): the audio-only "a2l" corpus is made and prepared
     with its exact landmarks; the judges and the four predictors learn from that cache, L2F from the dlib one,
     and the evaluation scores each side on its own."""
     import train.reproduce as reproduce
@@ -84,7 +116,7 @@ def test_default_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, 
     commands = []
     monkeypatch.setattr(reproduce, "run", commands.append)
     monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
-    reproduce.main(["--preset", "default", "--work", str(tmp_path), "--workers", "2"])
+    reproduce.main(["--preset", "exact", "--work", str(tmp_path), "--workers", "2"])
     joined = [" ".join(c) for c in commands]
     assert any("talkface.data.synth --preset a2l --out " + str(tmp_path / "corpus_a2l") in c for c in joined)
     assert any(f"--root {tmp_path / 'corpus_a2l'} --out {tmp_path / 'cache_a2l'}" in c
@@ -97,5 +129,6 @@ def test_default_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, 
             assert (f"--cache {tmp_path / 'cache_a2l'}" in c) == a2l_side, c
             assert (f"--cache {tmp_path / 'cache'} " in c) == (not a2l_side), c
     assert sum("train/train_a2l.py" in c for c in joined) == 4
+    assert any("--lambda-tr 1e-06" in c for c in joined)
     evaluate = next(c for c in joined if "train/evaluate.py" in c)
     assert f"--cache {tmp_path / 'cache_a2l'} --frames-cache {tmp_path / 'cache'} " in evaluate

@@ -4,10 +4,11 @@
         --checkpoints assets/checkpoints --out eval/
     python train/evaluate.py ... --skip-l2f          # A2L-side tables only (seconds)
 
-`--cache` is what the A2L side is scored on (the shipped one learns from the synthetic corpus's exact
-landmarks: a cache prepared with --landmarks exact); `--frames-cache` (default: --cache) holds the frames
-and dlib landmarks the L2F tables need. Both are the same test clips when made from the same corpus
-seed: the "a2l" synth preset's val/test clips are the "default" preset's.
+`--cache` is what the A2L side is scored on (for an A2L side that learnt from the synthetic corpus's exact
+landmarks, a cache prepared with --landmarks exact); `--frames-cache` (default: --cache) holds the frames and
+dlib landmarks the L2F tables need, and the full-pipeline rows predict from its audio and its frame-0 dlib
+landmarks, as the app does from a photo. Both hold the same test clips when made from the same corpus seed:
+the "a2l" synth preset's val/test clips are the "default" preset's.
 
 On the cache's test split (voices and faces never seen in training), reported separately for the
 synthetic speech and for the real recorded speech part (clips whose sidecar says ``"subset": "real"``):

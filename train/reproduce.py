@@ -2,15 +2,17 @@
 
     # the shipped checkpoints (hours on a 2-core CPU; resumable: rerun the same command after a stop)
     python train/reproduce.py --preset default --work /work/data --dest assets/checkpoints
+    # the A2L side on the corpus's exact landmarks (assets/eval/exact_landmarks/: measured, not shipped)
+    python train/reproduce.py --preset exact --work /work/data --dest assets/eval/exact_landmarks/checkpoints
     # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
     python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
 
-The chain: synthetic corpus (talkface.data.synth) -> preparation cache with dlib's landmarks and the
-frames (talkface.data.prepare; L2F learns from it) -> for the A2L side, a cache of the corpus's exact
-landmarks (--landmarks exact; for the default preset from its own audio-only corpus, synth preset "a2l",
-64 takes per word) -> word detector -> MI estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR,
-judged by the two frozen networks just trained) -> L2F -> evaluation tables (train/evaluate.py) ->
-checkpoints copied to --dest.
+The chain: synthetic corpus (talkface.data.synth; for the default preset also its "extra" takes) ->
+preparation cache (talkface.data.prepare, dlib's landmarks and the frames) -> word detector -> MI
+estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR, judged by the two frozen networks just
+trained) -> L2F -> evaluation tables (train/evaluate.py) -> checkpoints copied to --dest. The "exact"
+preset gives the A2L side the exact landmarks of its own audio-only corpus instead (synth preset "a2l",
+prepared with --landmarks exact); L2F still learns from the dlib cache.
 Every stage is skipped when its output exists and resumed (--resume) when it was interrupted, so a
 stopped run continues where it stopped. Each stage runs as its own process, exactly the command a person
 would type, printed before it runs.
@@ -26,13 +28,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# name -> (lambda_wd, lambda_tr): 1e-5 chosen on the val split of {1e-4, 1e-5, 1e-6} (train_a2l.py says why)
+# name -> (lambda_wd, lambda_tr) per landmark source, chosen on the val split (train_a2l.py says why):
+# dlib's landmarks: 1e-5 of {1e-4, 1e-5, 1e-6}; exact landmarks: λ_tr 1e-6 (assets/eval/exact_landmarks/sweep/val_tr.md)
 A2L_VARIANTS = {
     "a2l_baseline": (0.0, 0.0),
     "a2l_wd": (1e-5, 0.0),
     "a2l_tr": (0.0, 1e-5),
     "a2l_wd_tr": (1e-5, 1e-5),
 }
+EXACT_VARIANTS = {**A2L_VARIANTS, "a2l_tr": (0.0, 1e-6), "a2l_wd_tr": (1e-5, 1e-6)}
+# the steps each shipped L2F was trained with: 2,400 steps of plain warping, then 4,000 with the landmark flow
+L2F_DEFAULT = {"l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
+               "l2f": ["--max-steps", "4000", "--d-channels", "32", "--batch-size", "4"]}
 # Per preset: corpus preset, steps and sizes of each stage.
 PRESETS = {
     "tiny": {
@@ -47,14 +54,17 @@ PRESETS = {
     },
     "default": {
         # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON);
-        # the A2L side learns from the exact landmarks of its own audio-only corpus (synth preset "a2l")
-        "corpus": "default", "a2l_corpus": "a2l", "a2l": ["--max-steps", "2000"],
+        # the A2L side also learns from a second corpus of 18 more takes per word (synth preset "extra")
+        "corpus": "default", "extra_corpus": "extra", "a2l": ["--max-steps", "2000"],
+        "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
+        **L2F_DEFAULT, "evaluate": [],
+    },
+    "exact": {
+        # as assets/eval/exact_landmarks/checkpoints record: the A2L side on the exact landmarks of the audio-only
+        # "a2l" corpus (64 takes per word); the word detector trained longer, on bigger batches
+        "corpus": "default", "a2l_corpus": "a2l", "variants": EXACT_VARIANTS, "a2l": ["--max-steps", "2000"],
         "word_detector": ["--max-steps", "12000", "--batch-size", "128", "--lr", "3e-3"],
-        "mi_estimator": ["--max-steps", "4000"],
-        # as the shipped L2F was made: 2,400 steps of plain warping, then 4,000 with the landmark flow
-        "l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
-        "l2f": ["--max-steps", "4000", "--d-channels", "32", "--batch-size", "4"],
-        "evaluate": [],
+        "mi_estimator": ["--max-steps", "4000"], **L2F_DEFAULT, "evaluate": [],
     },
 }
 SHIPPED = ("word_detector", "mi_estimator", *A2L_VARIANTS, "l2f")
@@ -99,17 +109,20 @@ def main(argv: list[str] | None = None) -> None:
 
     corpus_and_cache(cfg["corpus"], corpus, cache, "dlib")
     common = ["--cache", str(cache)]
-    # the A2L side learns from exact landmarks: of its own audio-only corpus, or of the main corpus
-    a2l_corpus = work / "corpus_a2l" if cfg.get("a2l_corpus") else corpus
-    corpus_and_cache(cfg.get("a2l_corpus", cfg["corpus"]), a2l_corpus, work / "cache_a2l", "exact")
-    a2l_data = ["--cache", str(work / "cache_a2l")]
+    a2l_data = common
+    if cfg.get("extra_corpus"):  # more training takes per word for the A2L side, in their own root and cache
+        corpus_and_cache(cfg["extra_corpus"], work / "corpus_extra", work / "cache_extra", "dlib")
+        a2l_data = [*common, "--extra-cache", str(work / "cache_extra")]
+    if cfg.get("a2l_corpus"):  # the A2L side learns from the exact landmarks of its own audio-only corpus
+        corpus_and_cache(cfg["a2l_corpus"], work / "corpus_a2l", work / "cache_a2l", "exact")
+        a2l_data = ["--cache", str(work / "cache_a2l")]
 
     # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
         stage(judge, runs / judge, runs / judge / judge, [py, f"train/train_{judge}.py", *a2l_data, *cfg[judge]])
     judges = ["--detector", str(runs / "word_detector" / "word_detector"),
               "--estimator", str(runs / "mi_estimator" / "mi_estimator")]
-    for name, (wd, tr) in A2L_VARIANTS.items():
+    for name, (wd, tr) in cfg.get("variants", A2L_VARIANTS).items():
         stage(name, runs / name, runs / name / name,
               [py, "train/train_a2l.py", *a2l_data, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
                *cfg["a2l"]])
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ncheckpoints in {dest}")
 
     # 5. the tables, from the shipped files
-    run([py, "train/evaluate.py", *a2l_data, "--frames-cache", str(cache), "--checkpoints", str(dest),
+    run([py, "train/evaluate.py", "--cache", a2l_data[1], "--frames-cache", str(cache), "--checkpoints", str(dest),
          "--out", str(work / "eval"), *cfg["evaluate"]])
 
     # 6. a real video from these checkpoints, the example photo and speech

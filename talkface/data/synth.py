@@ -9,9 +9,9 @@ speech force-aligned with pocketsphinx). The same preparation code then reads it
 Per clip: a carrier phrase around the word is spoken by a voice of the clip's split, augmented like a
 microphone would; the phone timings drive a coarticulated mouth on the identity's own 68 landmarks (plus
 head motion and blinks, `articulation`); the identity photo is warped to every frame (`render`). A JSON
-sidecar keeps the generator's ground truth (phones, landmarks). L2F learns from landmarks re-detected with
-dlib on the frames, as the paper does; the A2L side learns from the exact landmarks (see
-`talkface.data.prepare --landmarks exact` and the README for why).
+sidecar keeps the generator's ground truth (phones, landmarks). The shipped checkpoints learn from
+landmarks re-detected with dlib on the frames, as the paper does; `talkface.data.prepare --landmarks exact`
+gives the A2L side the exact ones instead (the README's "The A2L side on exact landmarks").
 
 Splits: val and test use identities AND voices never seen in train; clips of real recorded speech from
 held-out prompts form a separate real-speech test part (``"subset": "real"`` in the sidecar).
