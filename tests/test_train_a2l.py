@@ -152,7 +152,7 @@ def test_extra_caches_add_training_clips_only(cache, tmp_path):
 
     manifest = json.loads((extra / "manifest.json").read_text())
     (extra / "manifest.json").write_text(json.dumps({**manifest, "landmarks": "exact"}))
-    with pytest.raises(TalkFaceError, match="holds exact landmarks and .* dlib ones"):
+    with pytest.raises(TalkFaceError, match=r"holds exact landmarks and .* dlib ones"):
         load_data(str(cache), [str(extra)])  # never train on two kinds of landmarks at once
     (extra / "manifest.json").write_text(json.dumps({**manifest, "vocabulary": manifest["vocabulary"][::-1]}))
     with pytest.raises(TalkFaceError, match="labels its words otherwise"):
