@@ -66,16 +66,21 @@ def test_default_preset_trains_as_the_shipped_checkpoints_record():
         assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag
 
 
-def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
-    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
-    --extra-cache reaches the judges and the four predictors but not L2F."""
+def chain_commands(preset: str, work: Path, monkeypatch) -> list[str]:
+    """The commands reproduce.py would run for a preset, as command lines; nothing runs, nothing is copied."""
     import train.reproduce as reproduce
 
     commands = []
     monkeypatch.setattr(reproduce, "run", commands.append)
     monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
-    reproduce.main(["--preset", "default", "--work", str(tmp_path), "--workers", "2"])
-    joined = [" ".join(c) for c in commands]
+    reproduce.main(["--preset", preset, "--work", str(work), "--workers", "2"])
+    return [" ".join(c) for c in commands]
+
+
+def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
+    --extra-cache reaches the judges and the four predictors but not L2F."""
+    joined = chain_commands("default", tmp_path, monkeypatch)
     assert any("talkface.data.synth --preset extra --out " + str(tmp_path / "corpus_extra") in c for c in joined)
     assert any(f"--root {tmp_path / 'corpus_extra'} --out {tmp_path / 'cache_extra'}" in c for c in joined)
     for c in joined:
@@ -111,13 +116,7 @@ def test_exact_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, mo
     """The commands the "exact" chain would run (nothing runs): the audio-only "a2l" corpus is made and prepared
     with its exact landmarks; the judges and the four predictors learn from that cache, L2F from the dlib one,
     and the evaluation scores each side on its own."""
-    import train.reproduce as reproduce
-
-    commands = []
-    monkeypatch.setattr(reproduce, "run", commands.append)
-    monkeypatch.setattr(reproduce.shutil, "copy2", lambda *a, **k: None)
-    reproduce.main(["--preset", "exact", "--work", str(tmp_path), "--workers", "2"])
-    joined = [" ".join(c) for c in commands]
+    joined = chain_commands("exact", tmp_path, monkeypatch)
     assert any("talkface.data.synth --preset a2l --out " + str(tmp_path / "corpus_a2l") in c for c in joined)
     assert any(f"--root {tmp_path / 'corpus_a2l'} --out {tmp_path / 'cache_a2l'}" in c
                and c.endswith("--landmarks exact") for c in joined)
