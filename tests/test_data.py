@@ -453,6 +453,14 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
                        "--split", "test", "--steps", "2", "--batch-size", "2"])
         assert f"{source} landmarks, 2 training clips" in capsys.readouterr().out  # the extra clips are used
 
+    # and the L2F diagnosis feeds the bundled generator both kinds of ground truth from this cache
+    from train import diagnose_l2f_landmarks
+
+    rows = diagnose_l2f_landmarks.main(["--cache", str(out), "--clips", "1", "--frames-per-clip", "3"])
+    assert set(rows) == {"dlib", "exact targets, dlib identity", "exact both"}
+    assert rows["dlib"]["opening_asked"] != rows["exact both"]["opening_asked"]  # two kinds of landmarks
+    assert all(np.isfinite(r["lmd"]) and r["lmd"] < 5 and r["psnr"] > 20 for r in rows.values())
+
 
 def test_exact_landmarks_cache(tmp_path):
     """--landmarks exact: the synthetic clips' own landmarks and the same MFCC as the dlib cache, no frames;
