@@ -45,6 +45,14 @@ def iter_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
 
 
+def _temporary_wav(audio: np.ndarray, sample_rate: int) -> str:
+    """Mono audio as a 16-bit WAV in a temporary file (the caller deletes it), for ffmpeg to mux."""
+    fd, wav = tempfile.mkstemp(suffix=".wav")
+    os.close(fd)
+    sf.write(wav, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16")
+    return wav
+
+
 class VideoWriter:
     """Write RGB frames to an H.264 mp4 as they come, with an optional audio track.
 
@@ -67,9 +75,7 @@ class VideoWriter:
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
         self._wav: str | None = None
         if audio is not None:
-            fd, self._wav = tempfile.mkstemp(suffix=".wav")
-            os.close(fd)
-            sf.write(self._wav, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16")
+            self._wav = _temporary_wav(audio, sample_rate)
         self._gen = imageio_ffmpeg.write_frames(
             str(self._tmp),
             size,
@@ -139,11 +145,9 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 1
     audio track, so the features computed from it match those of a rendered clip.
     """
     path = Path(path)
-    fd, wav = tempfile.mkstemp(suffix=".wav")
-    os.close(fd)
+    wav = _temporary_wav(audio, sample_rate)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     try:
-        sf.write(wav, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16")
         subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", wav, "-c:a", "aac",
                         "-movflags", "+faststart", str(tmp)], check=True, capture_output=True)
         os.replace(tmp, path)

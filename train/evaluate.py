@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Subset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import load_checkpoint
-from talkface.data.dataset import FrameDataset, LandmarkDataset, read_manifest
+from talkface.data.dataset import FrameDataset, LandmarkDataset, landmark_source, read_manifest
 from talkface.data.prepare import read_shard_meta
 from talkface.face import MOUTH, mouth_opening
 from talkface.heatmaps import draw_landmarks
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames_cache = a.frames_cache or a.cache
     res = {"cache": a.cache, "frames_cache": frames_cache, "checkpoints": str(ckpt), "split": a.split,
            "date": time.strftime("%Y-%m-%d")}
-    res["landmarks"] = read_manifest(a.cache).get("landmarks", "dlib")
+    res["landmarks"] = landmark_source(read_manifest(a.cache))
     res["a2l_side"] = evaluate_a2l_side(a.cache, ckpt, a.split, run)
     if not a.skip_l2f and ckpt.joinpath("l2f.json").exists():
         res["l2f_side"] = evaluate_l2f_side(frames_cache, ckpt, a.split, run, a.l2f_clips, a.l2f_frames,

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from talkface import audio
-from talkface.data.dataset import LandmarkDataset, read_manifest
+from talkface.data.dataset import LandmarkDataset, landmark_source, read_manifest
 from talkface.errors import TalkFaceError
 from talkface.face import Similarity, denormalise_landmarks, normalise_landmarks
 
@@ -36,7 +36,7 @@ LANDMARKS = {
 
 def features(manifest: dict[str, Any]) -> dict[str, Any]:
     """The input definition an A2L-side checkpoint records; loading checks the audio part (talkface.audio)."""
-    return {**audio.FEATURES, "landmarks": LANDMARKS[manifest.get("landmarks", "dlib")]}
+    return {**audio.FEATURES, "landmarks": LANDMARKS[landmark_source(manifest)]}
 
 
 @dataclass
@@ -85,9 +85,9 @@ def load_data(cache: str, extra: Sequence[str] = ()) -> tuple[Dataset, dict[str,
         extra_manifests.append(read_manifest(other))
         if extra_manifests[-1]["vocabulary"] != manifest["vocabulary"]:
             raise TalkFaceError(f"The cache {other} labels its words otherwise than {cache}; prepare both alike.")
-        if extra_manifests[-1].get("landmarks", "dlib") != manifest.get("landmarks", "dlib"):
-            raise TalkFaceError(f"The cache {other} holds {extra_manifests[-1].get('landmarks', 'dlib')} landmarks "
-                                f"and {cache} {manifest.get('landmarks', 'dlib')} ones; prepare both alike.")
+        if landmark_source(extra_manifests[-1]) != landmark_source(manifest):
+            raise TalkFaceError(f"The cache {other} holds {landmark_source(extra_manifests[-1])} landmarks "
+                                f"and {cache} {landmark_source(manifest)} ones; prepare both alike.")
         train.append(LandmarkDataset(other, "train", in_memory=True))
     if extra_manifests:
         manifest = {**manifest, "extra": extra_manifests}
@@ -98,7 +98,7 @@ def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
     """Which data a checkpoint learnt from, for its JSON and model card."""
     record = {
         **{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
-        "landmarks": manifest.get("landmarks", "dlib"),
+        "landmarks": landmark_source(manifest),
         "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()},
         "words": len(manifest.get("vocabulary", [])),
     }

@@ -109,13 +109,14 @@ def main(argv: list[str] | None = None) -> None:
 
     corpus_and_cache(cfg["corpus"], corpus, cache, "dlib")
     common = ["--cache", str(cache)]
-    a2l_data = common
+    a2l_cache, a2l_extra = cache, []
     if cfg.get("extra_corpus"):  # more training takes per word for the A2L side, in their own root and cache
         corpus_and_cache(cfg["extra_corpus"], work / "corpus_extra", work / "cache_extra", "dlib")
-        a2l_data = [*common, "--extra-cache", str(work / "cache_extra")]
+        a2l_extra = ["--extra-cache", str(work / "cache_extra")]
     if cfg.get("a2l_corpus"):  # the A2L side learns from the exact landmarks of its own audio-only corpus
-        corpus_and_cache(cfg["a2l_corpus"], work / "corpus_a2l", work / "cache_a2l", "exact")
-        a2l_data = ["--cache", str(work / "cache_a2l")]
+        a2l_cache = work / "cache_a2l"
+        corpus_and_cache(cfg["a2l_corpus"], work / "corpus_a2l", a2l_cache, "exact")
+    a2l_data = ["--cache", str(a2l_cache), *a2l_extra]
 
     # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ncheckpoints in {dest}")
 
     # 5. the tables, from the shipped files
-    run([py, "train/evaluate.py", "--cache", a2l_data[1], "--frames-cache", str(cache), "--checkpoints", str(dest),
+    run([py, "train/evaluate.py", "--cache", str(a2l_cache), "--frames-cache", str(cache), "--checkpoints", str(dest),
          "--out", str(work / "eval"), *cfg["evaluate"]])
 
     # 6. a real video from these checkpoints, the example photo and speech

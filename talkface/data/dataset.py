@@ -34,6 +34,11 @@ def read_manifest(cache_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def landmark_source(manifest: dict) -> str:
+    """Where a cache's landmarks come from: "dlib" or "exact" (caches made before the key existed are dlib's)."""
+    return manifest.get("landmarks", "dlib")
+
+
 class _Shards:
     """The shards of one split: row lookup and per-process memory-mapped handles."""
 
@@ -122,9 +127,9 @@ class FrameDataset(Dataset):
         if identity not in self.IDENTITIES:
             raise ValueError(f"identity must be one of {self.IDENTITIES}, got {identity!r}")
         manifest = read_manifest(cache_dir)
-        if manifest.get("landmarks", "dlib") != "dlib":
+        if landmark_source(manifest) != "dlib":
             raise TalkFaceError(f"The cache {cache_dir} holds no frames (prepared with --landmarks "
-                                f"{manifest['landmarks']}); L2F needs a cache prepared with --landmarks dlib.")
+                                f"{landmark_source(manifest)}); L2F needs a cache prepared with --landmarks dlib.")
         self.shards = _Shards(cache_dir, split)
         self.frames = manifest["frames"]
         self.identity = identity
