@@ -84,6 +84,8 @@ def test_first_take_plans_exactly_the_clips_a_bigger_corpus_adds():
     assert small_plan | extra_plan == big_plan and not small_plan & extra_plan
     assert {c.index for c in plan_clips(extra)} == {4, 5} and {c.split for c in plan_clips(extra)} == {"train"}
     assert PRESETS["extra"].first_take == PRESETS["default"].per_word["train"]
+    more = PRESETS["a2l_more"]  # the next takes after the "a2l" corpus's, audio only, train only
+    assert more.first_take == PRESETS["a2l"].per_word["train"] and not more.video and set(more.per_word) == {"train"}
 
 
 def test_audio_only_clips_are_the_same_utterances(tiny, tmp_path):

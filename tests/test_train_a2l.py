@@ -27,6 +27,7 @@ from talkface.training import ResumeError
 from train.landmark_data import load_data
 
 REPO = Path(__file__).parent.parent
+MEAN_SHAPE_T = torch.as_tensor(MEAN_SHAPE, dtype=torch.float32)
 WORDS = ["ABOUT", "BLACK", "CHILD", "DOING"]
 BUMPS = {0: [14], 1: [9, 19], 2: [6, 14, 22], 3: [11, 12, 13, 14, 15, 16, 17]}  # mouth-opening times per word
 LOWER_LIP, UPPER_LIP = [55, 56, 57, 58, 59, 65, 66, 67], [49, 50, 51, 52, 53, 61, 62, 63]
@@ -137,6 +138,48 @@ def test_word_detector_trainer_learns_and_exports(judges):
     assert "| test | accuracy |" in card and "train/train_word_detector.py" in card
     rows = (judges["detector"].parent / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,accuracy") and len(rows) == 1 + 150 // 5
+
+
+def test_word_detector_augmentations_keep_the_word_and_change_only_what_they_say():
+    """--amplitude scales motion about the clip's mean shape, --blur low-passes it, --stretch resamples time about
+    the centre; each is the identity when off, and the trainer records them."""
+    from train.landmark_data import random_amplitude, random_blur, stretch
+
+    torch.manual_seed(0)
+    t = torch.arange(29.0)
+    x = MEAN_SHAPE_T[None, None] + 0.05 * torch.randn(8, 29, 68, 2)
+    x[:, :, 57, 1] += 0.3 * (t == 14)  # one sharp event per clip, at the centre
+    for augment in (random_amplitude, random_blur, stretch):
+        assert augment(x, 0.0) is x
+    scaled = random_amplitude(x, 0.5)
+    torch.testing.assert_close(scaled.mean(dim=1), x.mean(dim=1))
+
+    def motion(y: torch.Tensor) -> torch.Tensor:
+        return (y - y.mean(1, keepdim=True)).flatten(1).norm(dim=1)
+
+    ratio = motion(scaled) / motion(x)
+    assert ((ratio >= 0.5 - 1e-5) & (ratio <= 1.5 + 1e-5)).all() and ratio.std() > 0.05  # a factor per clip
+
+    blurred = random_blur(x, 2.0)
+    assert blurred.shape == x.shape
+    constant = MEAN_SHAPE_T[None, None].expand(4, 29, 68, 2)
+    torch.testing.assert_close(random_blur(constant, 2.0), constant)  # no motion, nothing to blur
+    assert torch.diff(blurred, dim=1).pow(2).mean() < 0.8 * torch.diff(x, dim=1).pow(2).mean()  # low-passed
+    assert (blurred[:, :, 57, 1].argmax(1) == 14).all()  # the event stays where it was
+
+    stretched = stretch(x, 0.3)
+    torch.testing.assert_close(stretched[:, 14], x[:, 14])  # the centre (the word) stays put
+    assert not torch.allclose(stretched, x)
+
+
+def test_word_detector_trainer_records_its_augmentations(cache, tmp_path):
+    load_script("train_word_detector").main(["--cache", str(cache), "--out", str(tmp_path / "wd"), *COMMON,
+                                             "--max-steps", "3", "--blur", "1.5", "--amplitude", "0.4",
+                                             "--stretch", "0.1"])
+    _, config = load_checkpoint(tmp_path / "wd" / "word_detector")
+    args = config["training"]["args"]
+    assert (args["blur"], args["amplitude"], args["stretch"]) == (1.5, 0.4, 0.1)
+    assert "--blur 1.5" in config["training"]["command"]
 
 
 def test_extra_caches_add_training_clips_only(cache, tmp_path):

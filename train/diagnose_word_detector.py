@@ -13,8 +13,8 @@
 A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; a dlib cache holds what dlib finds
 on the rendered frames (what L2F trains on, and what every stage would train on with LRW). The same
 `WordDetector`, trained the same way on each, prints its val top-1 every 500 steps: the gap is what dlib's error
-costs. This gap is why the shipped A2L side learns from exact landmarks (a cache prepared with --landmarks exact;
-train/train_word_detector.py on it is the trainer). `--extra-corpus` /
+costs. A cache prepared with --landmarks exact gives the trainers (train/train_word_detector.py) the exact
+landmarks; the README's "The A2L side on exact landmarks" says what came of it. `--extra-corpus` /
 `--extra-cache` add the training clips of more corpora (e.g. the "extra" preset's 18 more takes per word):
 how far more data takes it. A diagnosis, not a trainer: no checkpoint, no resume; the shipped detector comes
 from train/train_word_detector.py.
@@ -40,7 +40,7 @@ from talkface.data.dataset import LandmarkDataset, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
-from train.landmark_data import load_data
+from train.landmark_data import load_data, smooth, stretch
 
 
 def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,29 +60,6 @@ def detected_landmarks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     items = [data[i] for i in range(len(data))]
     x = torch.stack([it["landmarks"] for it in items]).float()
     return normalise_landmarks(x)[0], torch.tensor([int(it["word"]) for it in items])
-
-
-def smooth(x: torch.Tensor, width: int) -> torch.Tensor:
-    """A Hann low-pass over time (B, T, 68, 2), edges replicated; width <= 1 leaves x as it is."""
-    if width <= 1:
-        return x
-    kernel = torch.hann_window(width + 2)[1:-1]
-    b, t = x.shape[:2]
-    flat = x.reshape(b, t, -1).transpose(1, 2).reshape(-1, 1, t)
-    flat = F.conv1d(F.pad(flat, (width // 2, (width - 1) // 2), mode="replicate"), (kernel / kernel.sum())[None, None])
-    return flat.reshape(b, -1, t).transpose(1, 2).reshape(x.shape)
-
-
-def stretch(x: torch.Tensor, amount: float) -> torch.Tensor:
-    """Each clip resampled in time about its centre by a random speed in [1 - amount, 1 + amount]."""
-    b, t = x.shape[:2]
-    speed = torch.empty(b).uniform_(1 - amount, 1 + amount)
-    pos = ((t - 1) / 2 + (torch.arange(t, dtype=torch.float32)[None] - (t - 1) / 2) * speed[:, None]).clamp(0, t - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=t - 1)
-    w = (pos - lo)[..., None, None]
-    rows = torch.arange(b)[:, None]
-    return x[rows, lo] * (1 - w) + x[rows, hi] * w
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
@@ -156,6 +157,65 @@ def write_model_card(stem: Path, title: str, summary: list[str], config: dict[st
         "",
     ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n" + DATA_AND_LICENCES)
+
+
+# Augmentations of landmark sequences (B, T, 68, 2), for the word detector: a judge of *predicted* landmarks
+# should not hinge on details that predictions never get exactly right (sharp timing, the speaker's amplitude).
+
+
+def smooth(x: torch.Tensor, width: int) -> torch.Tensor:
+    """A Hann low-pass over time (B, T, 68, 2), edges replicated; width <= 1 leaves x as it is."""
+    if width <= 1:
+        return x
+    kernel = torch.hann_window(width + 2)[1:-1]
+    b, t = x.shape[:2]
+    flat = x.reshape(b, t, -1).transpose(1, 2).reshape(-1, 1, t)
+    flat = F.conv1d(F.pad(flat, (width // 2, (width - 1) // 2), mode="replicate"), (kernel / kernel.sum())[None, None])
+    return flat.reshape(b, -1, t).transpose(1, 2).reshape(x.shape)
+
+
+def stretch(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each clip resampled in time about its centre by a random speed in [1 - amount, 1 + amount]."""
+    if amount <= 0:
+        return x
+    b, t = x.shape[:2]
+    speed = torch.empty(b, device=x.device).uniform_(1 - amount, 1 + amount)
+    centre = (t - 1) / 2
+    pos = (centre + (torch.arange(t, dtype=x.dtype, device=x.device)[None] - centre) * speed[:, None]).clamp(0, t - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (pos - lo)[..., None, None]
+    rows = torch.arange(b, device=x.device)[:, None]
+    return x[rows, lo] * (1 - w) + x[rows, hi] * w
+
+
+def random_blur(x: torch.Tensor, max_sigma: float, radius: int = 4) -> torch.Tensor:
+    """Each clip low-passed over time by a Gaussian of random width σ ∈ [0, max_sigma] frames (edges replicated).
+
+    Why: the A2L predictor's landmarks are smoother than real ones (it averages what the audio leaves open); a
+    detector that only ever saw sharp motion reads a σ = 2 blur of the ground truth at a third of its accuracy.
+    """
+    if max_sigma <= 0:
+        return x
+    b, t = x.shape[:2]
+    sigma = torch.empty(b, 1, device=x.device).uniform_(0, max_sigma).clamp_min(1e-3)
+    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    weights = torch.softmax(-(k[None] ** 2) / (2 * sigma**2), dim=1)  # (B, 2r+1), a normalised Gaussian
+    padded = torch.cat([x[:, :1].expand(-1, radius, *x.shape[2:]), x, x[:, -1:].expand(-1, radius, *x.shape[2:])], 1)
+    return sum(weights[:, i, None, None, None] * padded[:, i : i + t] for i in range(2 * radius + 1))
+
+
+def random_amplitude(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Each clip's motion about its mean shape scaled by a random factor in [1 - amount, 1 + amount].
+
+    Why: how wide a speaker opens is not in the audio, so predictions move with an average amplitude; the word
+    is in the shape and timing of the motion, not in its size.
+    """
+    if amount <= 0:
+        return x
+    factor = torch.empty(x.shape[0], 1, 1, 1, device=x.device).uniform_(1 - amount, 1 + amount)
+    mean = x.mean(dim=1, keepdim=True)
+    return mean + factor * (x - mean)
 
 
 def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int, lr: float) -> None:

@@ -8,9 +8,10 @@
     python train/train_word_detector.py --cache data/cache/synth --out runs/word_detector --resume
 
 It learns which of the vocabulary's words a 25-frame landmark sequence says. During training each clip
-shows a random 25-frame window of its 29 frames (the word stays inside) with a little landmark noise, so
-that the frozen detector later judges the imperfect landmarks of the A2L predictor sensibly; evaluation
-uses the centre 25 frames, as the A2L word loss does. OUT gets log.csv, val.csv, last.safetensors (the
+shows a random 25-frame window of its 29 frames (the word stays inside) with a little landmark noise, and
+optionally (--amplitude, --blur, --stretch) scaled, low-passed or time-stretched, so that the frozen detector
+later judges the imperfect landmarks of the A2L predictor sensibly; evaluation uses the centre 25 frames of
+the unaltered ground truth, as the A2L word loss does. OUT gets log.csv, val.csv, last.safetensors (the
 resumable state) and word_detector.safetensors (fp16) + .json + .md (model card): copy those three to
 assets/checkpoints/ to ship them.
 """
@@ -51,6 +52,9 @@ from train.landmark_data import (
     features,
     learning_rate,
     load_data,
+    random_amplitude,
+    random_blur,
+    stretch,
     to_batch,
     write_model_card,
 )
@@ -67,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # augmentation
     p.add_argument("--noise", type=float, default=0.005, help="landmark noise std (canonical frame units)")
     p.add_argument("--no-shift", action="store_true", help="always the centre 25 frames, no random window")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="per clip, a temporal Gaussian blur of random sigma in [0, BLUR] frames (0: none)")
+    p.add_argument("--amplitude", type=float, default=0.0,
+                   help="per clip, motion scaled by a random factor in [1-A, 1+A] (0: none)")
+    p.add_argument("--stretch", type=float, default=0.0,
+                   help="per clip, time-stretched about its centre by a random speed in [1-S, 1+S] (0: none)")
     return p.parse_args(argv)
 
 
@@ -123,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     while state.step < args.max_steps:
         for i, items in epoch_batches(loader, state.epoch, state.batch):
             batch = to_batch(items, run.device)
-            landmarks = centre_frames(batch.landmarks) if args.no_shift else random_windows(batch.landmarks)
+            clips = random_blur(stretch(random_amplitude(batch.landmarks, args.amplitude), args.stretch), args.blur)
+            landmarks = centre_frames(clips) if args.no_shift else random_windows(clips)
             landmarks = landmarks + args.noise * torch.randn_like(landmarks)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(state.step, args)

@@ -21,6 +21,7 @@ Run:
     python -m talkface.data.synth --preset tiny --out /tmp/tiny          # seconds; used by the tests
     python -m talkface.data.synth --preset extra --out /work/data/synth_extra --workers 2  # 18 more takes/word
     python -m talkface.data.synth --preset a2l --out /work/data/synth_a2l --workers 2      # audio + landmarks
+    python -m talkface.data.synth --preset a2l_more --out /work/data/synth_a2l_more --workers 2  # 64 more takes
     python -m talkface.data.synth --preset default --out /work/data/synth --splits val,test  # scoring only
 A killed run resumes where it stopped: a clip is complete once its JSON sidecar exists (written last).
 """
@@ -105,6 +106,8 @@ PRESETS = {
     # every val/test clip are the "default" corpus's own utterances (same seeds), so the A2L side is scored on
     # exactly the clips L2F is scored on; takes 19-64 are new.
     "a2l": SynthConfig(per_word={"train": 64, "val": 1, "test": 2}, video=False),
+    # 64 more training takes per word beside an "a2l" corpus (takes 65-128; train split only, audio only)
+    "a2l_more": SynthConfig(per_word={"train": 64}, first_take=64, real_speech=False, video=False),
     "default": SynthConfig(),
 }
 
