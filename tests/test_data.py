@@ -452,6 +452,19 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
         diagnose.main(["--cache", str(out), "--corpus", str(tmp_path / "corpus"), "--source", source, *extra,
                        "--split", "test", "--steps", "2", "--batch-size", "2"])
         assert f"{source} landmarks, 2 training clips" in capsys.readouterr().out  # the extra clips are used
+    # ... and an A2L predictor's: an untrained one returns the still reference face in every frame
+    from talkface.audio import FEATURES
+    from talkface.checkpoints import save_checkpoint
+    from talkface.models.a2l import LandmarkPredictor
+
+    predictor = LandmarkPredictor(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=4, hidden=8, num_layers=1)
+    stem = save_checkpoint(tmp_path / "a2l", predictor.eval(), {"features": FEATURES})
+    predicted, same = diagnose.predicted_landmarks(predictor, LandmarkDataset(out, "test"))
+    assert predicted.shape == (1, 29, 68, 2) and same.tolist() == [0]
+    torch.testing.assert_close(predicted, predicted[:, :1].expand_as(predicted))
+    diagnose.main(["--cache", str(out), "--source", "predicted", "--predictor", str(stem), "--split", "test",
+                   "--steps", "2", "--batch-size", "2"])
+    assert "predicted landmarks, 1 training clips" in capsys.readouterr().out
 
     # and the L2F diagnosis feeds the bundled generator both kinds of ground truth from this cache
     from train import diagnose_l2f_landmarks

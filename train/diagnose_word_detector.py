@@ -18,6 +18,13 @@ landmarks; the README's "The A2L side on exact landmarks" says what came of it. 
 `--extra-cache` add the training clips of more corpora (e.g. the "extra" preset's 18 more takes per word):
 how far more data takes it. A diagnosis, not a trainer: no checkpoint, no resume; the shipped detector comes
 from train/train_word_detector.py.
+
+`--source predicted --predictor STEM` asks the same of an A2L predictor's output: the detector learns from the
+landmarks the predictor makes for the cache's training clips and is scored on those it makes for the val clips
+(a probe: how much of the word the predictions carry at all, whichever detector later reads them):
+
+    python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source predicted \
+        --predictor assets/eval/exact_landmarks/checkpoints/a2l_baseline --steps 6000
 """
 
 from __future__ import annotations
@@ -32,15 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
+from talkface.checkpoints import load_checkpoint
 from talkface.data.dataset import LandmarkDataset, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
-from train.landmark_data import load_data, smooth, stretch
+from train.landmark_data import load_data, smooth, stretch, to_batch
 
 
 def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +60,18 @@ def exact_landmarks(corpus: Path, split: str, vocabulary: list[str]) -> tuple[to
         xs.append(np.asarray(clip["landmarks"], np.float32))
         ys.append(index[clip["word"]])
     return normalise_landmarks(torch.from_numpy(np.stack(xs)))[0], torch.tensor(ys)
+
+
+@torch.no_grad()
+def predicted_landmarks(predictor: torch.nn.Module, data: Dataset, batch_size: int = 512
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an A2L predictor makes of every clip's audio and reference face (canonical frame), and the words."""
+    xs, ys = [], []
+    for items in DataLoader(data, batch_size=batch_size):
+        batch = to_batch(items, torch.device("cpu"))
+        xs.append(predictor(batch.mfcc, batch.ref))
+        ys.append(batch.words)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def detected_landmarks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +86,9 @@ def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cache", required=True, help="prepared cache of the corpus (its vocabulary and dlib landmarks)")
     p.add_argument("--corpus", help="the synthetic corpus (its sidecars' exact landmarks); needed for --source exact")
-    p.add_argument("--source", choices=["exact", "dlib"], default="exact")
+    p.add_argument("--source", choices=["exact", "dlib", "predicted"], default="exact",
+                   help="exact: the corpus's sidecars; dlib: the cache's landmarks; predicted: --predictor's output")
+    p.add_argument("--predictor", help="A2L checkpoint stem, for --source predicted")
     p.add_argument("--extra-corpus", action="append", default=[], help="more training clips (exact); repeatable")
     p.add_argument("--extra-cache", action="append", default=[], help="more training clips (dlib); repeatable")
     p.add_argument("--split", default="val", help="the split it is scored on (never tune on test)")
@@ -88,6 +110,12 @@ def main(argv: list[str] | None = None) -> float:
         parts = [exact_landmarks(Path(c), "train", vocabulary) for c in (a.corpus, *a.extra_corpus)]
         x, y = torch.cat([xs for xs, _ in parts]), torch.cat([ys for _, ys in parts])
         xv, yv = exact_landmarks(Path(a.corpus), a.split, vocabulary)
+    elif a.source == "predicted":
+        if not a.predictor:
+            p.error("--source predicted needs --predictor")
+        predictor = load_checkpoint(a.predictor)[0].eval()
+        train_set, _, _ = load_data(a.cache, a.extra_cache)
+        (x, y), (xv, yv) = (predicted_landmarks(predictor, d) for d in (train_set, LandmarkDataset(a.cache, a.split)))
     else:  # the training clips exactly as the trainers read them, --extra-cache included
         train_set, _, _ = load_data(a.cache, a.extra_cache)
         (x, y), (xv, yv) = detected_landmarks(train_set), detected_landmarks(LandmarkDataset(a.cache, a.split))
