@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import load_checkpoint
-from talkface.data.dataset import LandmarkDataset, read_manifest
+from talkface.data.dataset import LandmarkDataset, landmark_source, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--cache", required=True, help="prepared cache of the corpus (its vocabulary and dlib landmarks)")
     p.add_argument("--corpus", help="the synthetic corpus (its sidecars' exact landmarks); needed for --source exact")
     p.add_argument("--source", choices=["exact", "dlib", "predicted"], default="exact",
-                   help="exact: the corpus's sidecars; dlib: the cache's landmarks; predicted: --predictor's output")
+                   help="exact: the corpus's sidecars; dlib: the cache's landmarks (dlib's, or the exact ones of a "
+                        "cache prepared with --landmarks exact); predicted: --predictor's output on the cache's clips")
     p.add_argument("--predictor", help="A2L checkpoint stem, for --source predicted")
     p.add_argument("--extra-corpus", action="append", default=[], help="more training clips (exact); repeatable")
     p.add_argument("--extra-cache", action="append", default=[], help="more training clips (dlib); repeatable")
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> float:
     else:  # the training clips exactly as the trainers read them, --extra-cache included
         train_set, _, _ = load_data(a.cache, a.extra_cache)
         (x, y), (xv, yv) = detected_landmarks(train_set), detected_landmarks(LandmarkDataset(a.cache, a.split))
-    print(f"{a.source} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
+    # "dlib" reads the cache's landmarks: dlib's, or the exact ones of a cache prepared with --landmarks exact
+    label = landmark_source(read_manifest(a.cache)) if a.source == "dlib" else a.source
+    print(f"{label} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
     x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
     model = WordDetector(n_words=len(vocabulary))
     optimiser = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> float:
             best = max(best, accuracy)
             print(f"step {step}: train loss {loss.item():.3f}, {a.split} top-1 {accuracy:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"{a.source} landmarks, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
+    print(f"{label} landmarks, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
     return best
 
 
