@@ -117,20 +117,17 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.get("extra_corpus"):  # more training takes per word for the A2L side, in their own root and cache
         corpus_and_cache(cfg["extra_corpus"], work / "corpus_extra", work / "cache_extra", a2l_landmarks)
         a2l_extra = ["--extra-cache", str(work / "cache_extra")]
-
-    def a2l_data(name: str) -> list[str]:
-        """The A2L side's cache, plus the extra takes for the stages that learn from them (default: all)."""
-        return ["--cache", str(a2l_cache), *(a2l_extra if name in cfg.get("extra_for", (name,)) else [])]
+    a2l_data = ["--cache", str(a2l_cache), *a2l_extra]
 
     # 2. the judges, then the four A2L predictors they judge
     for judge in ("word_detector", "mi_estimator"):
         stage(judge, runs / judge, runs / judge / judge,
-              [py, f"train/train_{judge}.py", *a2l_data(judge), *cfg[judge]])
+              [py, f"train/train_{judge}.py", *a2l_data, *cfg[judge]])
     judges = ["--detector", str(runs / "word_detector" / "word_detector"),
               "--estimator", str(runs / "mi_estimator" / "mi_estimator")]
     for name, (wd, tr) in cfg.get("variants", A2L_VARIANTS).items():
         stage(name, runs / name, runs / name / name,
-              [py, "train/train_a2l.py", *a2l_data(name), *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
+              [py, "train/train_a2l.py", *a2l_data, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
                *cfg["a2l"]])
 
     # 3. L2F (learns from ground-truth landmarks; needs no A2L)
