@@ -205,7 +205,8 @@ def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, 
 
 def render_markdown(res: dict) -> str:
     a2l, md = res["a2l_side"], []
-    md.append(f"Test split of `{res['cache']}` ({', '.join(f'{k}: {v} clips' for k, v in a2l['clips'].items())}; "
+    clips = ", ".join(f"{k}: {v} clips" for k, v in a2l["clips"].items())
+    md.append(f"{res['split'].capitalize()} split of `{res['cache']}` ({clips}; "
               f"{res.get('landmarks', 'dlib')} landmarks); checkpoints `{res['checkpoints']}`; {res['date']}.\n")
     if a2l["word_detector"]:
         md.append("**Word detector on ground-truth landmarks**\n")
