@@ -117,6 +117,16 @@ def test_audio_only_clips_are_the_same_utterances(tiny, tmp_path):
         assert PRESETS["a2l"].per_word[split] == PRESETS["default"].per_word[split]
 
 
+def test_a_run_over_some_splits_keeps_the_others_in_the_manifest(tmp_path):
+    """Finishing (or re-running) only val/test in a whole corpus's root must not shrink its manifest to them."""
+    config = dataclasses.replace(PRESETS["tiny"], words=1, video=False)
+    whole = generate(tmp_path, config, workers=1, progress=False)
+    assert whole["per_split"] == {"train": 2, "val": 1, "test": 1}
+    again = generate(tmp_path, config, workers=1, progress=False, splits=("val",))
+    assert again["per_split"] == whole["per_split"] and again["clips_planned"] == whole["clips_planned"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["clips"] == 4
+
+
 def test_splits_must_be_known(tmp_path):
     from talkface.data.synth import main
 

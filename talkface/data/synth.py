@@ -457,7 +457,9 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
     """Generate (or finish) the corpus under ``root``; returns the manifest.
 
     ``splits`` restricts the run to some splits of the plan (e.g. only val and test, to score models on a
-    machine that has no use for the training clips); the manifest then describes those splits.
+    machine that has no use for the training clips); the manifest then describes those splits, and any other
+    split the root already holds (so finishing the val split of a whole corpus does not make its manifest
+    forget the training clips).
     """
     from tqdm import tqdm
 
@@ -469,8 +471,10 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
         _save_identities(ids, root / "identities.npz")
     ids = _load_identities(root / "identities.npz")
     real = _real_speech_plan(root, set(lrw_vocabulary()[: cfg.words])) if cfg.real_speech else []
-    plan = [c for c in plan_clips(cfg, real) if c.split in splits]
+    full = plan_clips(cfg, real)
+    plan = [c for c in full if c.split in splits]
     todo = [c for c in plan if not (root / c.stem).with_suffix(".json").exists()]
+    held = {c.split for c in full if c.split not in splits and (root / c.stem).with_suffix(".json").exists()}
     failures = []
     if todo:
         if workers <= 1:
@@ -487,7 +491,8 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
         if workers > 1:
             pool.close()
             pool.join()
-    manifest = _manifest(root, cfg, plan, ids, failures, time.time() - started)
+    described = [c for c in full if c.split in set(splits) | held]
+    manifest = _manifest(root, cfg, described, ids, failures, time.time() - started)
     tmp = root / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, root / "manifest.json")
