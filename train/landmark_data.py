@@ -192,8 +192,8 @@ def stretch(x: torch.Tensor, amount: float) -> torch.Tensor:
 def random_blur(x: torch.Tensor, max_sigma: float, radius: int = 4) -> torch.Tensor:
     """Each clip low-passed over time by a Gaussian of random width σ ∈ [0, max_sigma] frames (edges replicated).
 
-    Why: the A2L predictor's landmarks are smoother than real ones (it averages what the audio leaves open); a
-    detector that only ever saw sharp motion reads a σ = 2 blur of the ground truth at a third of its accuracy.
+    Why: the A2L predictor's landmarks are smoother than real ones (it averages what the audio leaves open), and
+    a detector that only ever saw sharp motion reads low-passed ground truth markedly worse.
     """
     if max_sigma <= 0:
         return x

@@ -11,7 +11,9 @@ It learns which of the vocabulary's words a 25-frame landmark sequence says. Dur
 shows a random 25-frame window of its 29 frames (the word stays inside) with a little landmark noise, and
 optionally (--amplitude, --blur, --stretch) scaled, low-passed or time-stretched, so that the frozen detector
 later judges the imperfect landmarks of the A2L predictor sensibly; evaluation uses the centre 25 frames of
-the unaltered ground truth, as the A2L word loss does. OUT gets log.csv, val.csv, last.safetensors (the
+the unaltered ground truth, as the A2L word loss does. (Measured on exact landmarks: --blur 1.5 --amplitude 0.4
+cost 5 points on real landmarks and read no more words off predictions, assets/eval/exact_landmarks/
+wd_augmentation/; they are off by default.) OUT gets log.csv, val.csv, last.safetensors (the
 resumable state) and word_detector.safetensors (fp16) + .json + .md (model card): copy those three to
 assets/checkpoints/ to ship them.
 """
