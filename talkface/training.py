@@ -106,8 +106,13 @@ def setup(seed: int = 0) -> Run:
 
 
 def teardown(run: Run) -> None:
-    """Leave the process group cleanly (torchrun otherwise prints warnings at exit)."""
+    """Leave the process group cleanly (torchrun otherwise prints warnings at exit).
+
+    All ranks meet first: a rank that tears its gloo connections down while a peer's are still busy can make
+    that peer abort ("terminate called without an active exception"; seen once in CI).
+    """
     if run.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
