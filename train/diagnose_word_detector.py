@@ -34,6 +34,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -104,24 +105,24 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
-    vocabulary = read_manifest(a.cache)["vocabulary"]
+    manifest = read_manifest(a.cache)
+    vocabulary = manifest["vocabulary"]
     if a.source == "exact":
         if not a.corpus:
             p.error("--source exact needs --corpus")
         parts = [exact_landmarks(Path(c), "train", vocabulary) for c in (a.corpus, *a.extra_corpus)]
         x, y = torch.cat([xs for xs, _ in parts]), torch.cat([ys for _, ys in parts])
         xv, yv = exact_landmarks(Path(a.corpus), a.split, vocabulary)
-    elif a.source == "predicted":
-        if not a.predictor:
-            p.error("--source predicted needs --predictor")
-        predictor = load_checkpoint(a.predictor)[0].eval()
+    else:  # the cache's clips exactly as the trainers read them, --extra-cache included
+        read = detected_landmarks
+        if a.source == "predicted":  # what the predictor makes of those clips
+            if not a.predictor:
+                p.error("--source predicted needs --predictor")
+            read = partial(predicted_landmarks, load_checkpoint(a.predictor)[0].eval())
         train_set, _, _ = load_data(a.cache, a.extra_cache)
-        (x, y), (xv, yv) = (predicted_landmarks(predictor, d) for d in (train_set, LandmarkDataset(a.cache, a.split)))
-    else:  # the training clips exactly as the trainers read them, --extra-cache included
-        train_set, _, _ = load_data(a.cache, a.extra_cache)
-        (x, y), (xv, yv) = detected_landmarks(train_set), detected_landmarks(LandmarkDataset(a.cache, a.split))
+        (x, y), (xv, yv) = read(train_set), read(LandmarkDataset(a.cache, a.split))
     # "dlib" reads the cache's landmarks: dlib's, or the exact ones of a cache prepared with --landmarks exact
-    label = landmark_source(read_manifest(a.cache)) if a.source == "dlib" else a.source
+    label = landmark_source(manifest) if a.source == "dlib" else a.source
     print(f"{label} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
     x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
     model = WordDetector(n_words=len(vocabulary))
