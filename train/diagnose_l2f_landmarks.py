@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from talkface.data.dataset import FrameDataset
 from talkface.data.prepare import read_shard_meta
-from talkface.face import MOUTH, mouth_opening
-from talkface.metrics import frame_landmarks, lmd, psnr
+from talkface.face import mouth_opening
+from talkface.metrics import frame_landmarks, psnr
 from talkface.pipeline import L2FRenderer
+from train.evaluate import landmark_scores
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -44,28 +45,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     picks = np.linspace(0, len(videos) - 1, min(a.clips, len(videos))).round().astype(int)
     steps = np.linspace(1, frames.frames - 1, a.frames_per_clip).round().astype(int)
     ways = ("dlib", "exact targets, dlib identity", "exact both")
-    fakes, reals, asked = ({w: [] for w in ways} for _ in range(3))
+    fakes, asked, reals = {w: [] for w in ways}, {w: [] for w in ways}, []
     with torch.inference_mode():
         for clip in picks:
             exact = np.array(json.loads(Path(videos[clip]).with_suffix(".json").read_text())["landmarks"])
             exact = torch.tensor(exact @ transforms[clip][:, :2].T + transforms[clip][:, 2], dtype=torch.float32)
             base = int(clip) * (frames.frames - 1)
             first, targets = frames[base], [frames[base + int(t) - 1] for t in steps]
-            real = (torch.stack([it["target"] for it in targets]) + 1) / 2
+            reals.append((torch.stack([it["target"] for it in targets]) + 1) / 2)
             detected = torch.stack([it["target_landmarks"] for it in targets])
             for way, identity, target in zip(ways, (first["identity_landmarks"], first["identity_landmarks"], exact[0]),
                                              (detected, exact[steps], exact[steps])):
                 fakes[way].append(((renderer(first["identity"], identity, target).clamp(-1, 1) + 1) / 2).cpu())
-                reals[way].append(real)
                 asked[way].append(target.numpy())
+    real = torch.cat(reals)
+    seen = frame_landmarks(real)  # the same real frames for every way: dlib runs on them once
     results = {}
     for way in ways:
-        fake, real = torch.cat(fakes[way]), torch.cat(reals[way])
-        generated, seen = frame_landmarks(fake), frame_landmarks(real)
+        fake = torch.cat(fakes[way])
+        generated = frame_landmarks(fake)
         wanted = np.concatenate(asked[way])
         results[way] = {
-            "lmd": lmd(generated, seen), "lmd_mouth": lmd(generated, seen, points=MOUTH),
-            "mouth_corr": float(np.corrcoef(mouth_opening(generated), mouth_opening(seen))[0, 1]),
+            **landmark_scores(generated, seen),
             "asked_vs_real_corr": float(np.corrcoef(mouth_opening(wanted), mouth_opening(seen))[0, 1]),
             "opening_asked": float(mouth_opening(wanted).mean()),
             "opening_generated": float(mouth_opening(generated).mean()),

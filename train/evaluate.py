@@ -89,6 +89,16 @@ def predict_pixels(model: torch.nn.Module, dataset, run: Run, batch_size: int = 
     return torch.cat(preds), torch.cat(truths)
 
 
+def landmark_scores(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """dlib's landmarks on generated vs real frames: LMD (all, mouth) and whether the mouths open together."""
+    return {
+        "lmd": lmd(generated, real),
+        "lmd_mouth": lmd(generated, real, points=MOUTH),
+        # does the generated mouth open and close with the real one? (dlib's inner-lip gap on both)
+        "mouth_corr": float(np.corrcoef(mouth_opening(generated), mouth_opening(real))[0, 1]),
+    }
+
+
 def sync(pred: torch.Tensor, true: torch.Tensor, max_lag: int = MAX_LAG) -> dict[str, float]:
     """The lag (frames; positive = prediction late) maximising the mean per-clip correlation of mouth opening."""
     a = mouth_opening(pred.numpy())  # (N, T)
@@ -190,10 +200,7 @@ def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, 
         results[label] = {
             "psnr": psnr(fake, real, channel_axis=1),
             "ssim": ssim(fake, real, channel_axis=1),
-            "lmd": lmd(pred_lm, true_lm),
-            "lmd_mouth": lmd(pred_lm, true_lm, points=MOUTH),
-            # does the generated mouth open and close with the real one? (dlib's inner-lip gap on both)
-            "mouth_corr": float(np.corrcoef(mouth_opening(pred_lm), mouth_opening(true_lm))[0, 1]),
+            **landmark_scores(pred_lm, true_lm),
             "frames": len(fake),
         }
     if rows:
