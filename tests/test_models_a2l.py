@@ -70,15 +70,32 @@ def test_predictor_in_chunks_equals_one_call():
         torch.testing.assert_close(torch.cat([first, second], dim=1), model(mfcc, ref))
 
 
-def test_word_detector_shape_and_ignores_identity():
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_word_detector_shape_and_ignores_identity(pool):
     torch.manual_seed(0)
-    detector = WordDetector(**TINY_WD)
+    detector = WordDetector(**TINY_WD, pool=pool)
     landmarks = faces(4, 25)
     assert detector(landmarks).shape == (4, 10)
     detector.eval()
     other_identity = landmarks + torch.randn(4, 1, 68, 2)  # a different still face, same motion
     torch.testing.assert_close(detector(other_identity), detector(landmarks), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(detector(landmarks.flip(1)), detector(landmarks), atol=1e-4)  # order matters
+
+
+def test_word_detector_attention_weights():
+    """Attention pooling weighs frames by what is in them (a distribution over time that differs between
+    clips), and an unknown pooling is refused by name."""
+    torch.manual_seed(0)
+    detector = WordDetector(**TINY_WD, pool="attention").eval()
+    with torch.no_grad():
+        detector.score.weight.normal_()
+        x = detector.norm(torch.randn(2, 272, 25)).transpose(1, 2)
+        out, _ = detector.lstm(x)
+        weights = torch.softmax(detector.score(out), dim=1)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, 1))
+    assert not torch.allclose(weights[0], weights[1])
+    with pytest.raises(ValueError, match="pool"):
+        WordDetector(**TINY_WD, pool="max")
 
 
 def test_mi_estimator_shapes_and_marginal_pairs():

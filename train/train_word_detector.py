@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # model
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--hidden", type=int, help="LSTM width (default: the --size's)")
+    p.add_argument("--pool", choices=("mean", "attention"), default="mean",
+                   help="how the LSTM's outputs are pooled over time (attention: a learned weight per frame)")
     # augmentation
     p.add_argument("--noise", type=float, default=0.005, help="landmark noise std (canonical frame units)")
     p.add_argument("--no-shift", action="store_true", help="always the centre 25 frames, no random window")
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     out = Path(args.out)
     run = setup(args.seed)
     train_set, evaluation, manifest = load_data(args.cache, args.extra_cache)
-    kwargs = {"n_words": len(manifest["vocabulary"]), "dropout": args.dropout, **SIZES[args.size]}
+    kwargs = {"n_words": len(manifest["vocabulary"]), "dropout": args.dropout, "pool": args.pool, **SIZES[args.size]}
+    if args.hidden:
+        kwargs["hidden"] = args.hidden
     model = wrap_ddp(WordDetector(**kwargs), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)

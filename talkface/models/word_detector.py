@@ -20,7 +20,10 @@ class WordDetector(nn.Module):
     make opening/closing events explicit, which the LSTM would otherwise have to learn to differentiate.
     Both are standardised with batch-norm statistics of the ground truth, which also fixes the yardstick
     when the frozen detector later judges predicted landmarks. The LSTM is bidirectional **(ours: the
-    paper does not say)**, as the whole sequence is at hand, and its outputs are averaged over time.
+    paper does not say)**, as the whole sequence is at hand, and its outputs are averaged over time
+    (``pool="mean"``) or weighted by a learned score per frame (``pool="attention"``, **ours**): the word
+    sits in the middle of the window with a random carrier phrase around it, and attention lets the
+    detector weigh the frames that carry the word instead of averaging the carrier in.
     """
 
     def __init__(
@@ -32,6 +35,7 @@ class WordDetector(nn.Module):
         bidirectional: bool = True,
         fc_dim: int = 256,
         dropout: float = 0.3,
+        pool: str = "mean",
     ):
         super().__init__()
         self.init_kwargs = dict(
@@ -42,7 +46,10 @@ class WordDetector(nn.Module):
             bidirectional=bidirectional,
             fc_dim=fc_dim,
             dropout=dropout,
+            pool=pool,
         )
+        if pool not in ("mean", "attention"):
+            raise ValueError(f"pool must be 'mean' or 'attention', not {pool!r}")
         features = n_points * 2 * 2
         self.norm = nn.BatchNorm1d(features)
         self.lstm = nn.LSTM(
@@ -53,7 +60,9 @@ class WordDetector(nn.Module):
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.fc1 = nn.Linear(hidden * (2 if bidirectional else 1), fc_dim)
+        width = hidden * (2 if bidirectional else 1)
+        self.score = nn.Linear(width, 1) if pool == "attention" else None
+        self.fc1 = nn.Linear(width, fc_dim)
         self.fc2 = nn.Linear(fc_dim, n_words)
         self.dropout = nn.Dropout(dropout)
 
@@ -63,5 +72,9 @@ class WordDetector(nn.Module):
         x = torch.cat([motion, velocity], dim=-1).flatten(2)
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         out, _ = self.lstm(x)
-        h = self.dropout(torch.relu(self.fc1(out.mean(dim=1))))
+        if self.score is None:
+            pooled = out.mean(dim=1)
+        else:
+            pooled = (torch.softmax(self.score(out), dim=1) * out).sum(dim=1)
+        h = self.dropout(torch.relu(self.fc1(pooled)))
         return self.fc2(h)
