@@ -282,3 +282,22 @@ def test_predict_sequence_windows_like_training():
     with torch.no_grad():
         whole = model(mfcc[None], ref[None])[0]
     assert not torch.allclose(whole[60:], out[60:], atol=1e-4)
+
+
+def test_bidirectional_predictor_reads_ahead():
+    """With the bidirectional decoder a frame's landmarks depend on audio later than its MFCC window (the lips
+    anticipate the sound); the plain LSTM's do not. The bidirectional one refuses to continue from a state."""
+    torch.manual_seed(0)
+    mfcc, ref = torch.randn(1, 12, 28, 12), torch.randn(1, 68, 2)
+    later = mfcc.clone()
+    later[:, 8:] = torch.randn(1, 4, 28, 12)  # change only frames 8-11
+    for bidirectional in (False, True):
+        model = LandmarkPredictor(**TINY_A2L, bidirectional=bidirectional).eval()
+        torch.nn.init.normal_(model.head.weight, std=0.1)
+        with torch.no_grad():
+            a, b = model(mfcc, ref), model(later, ref)
+        assert a.shape == (1, 12, 68, 2)
+        assert torch.allclose(a[:, :8], b[:, :8]) != bidirectional
+    with pytest.raises(ValueError, match="bidirectional"):
+        model.forward_with_state(mfcc, ref, state=(torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)))
+    assert model.predict_sequence(torch.randn(40, 28, 12), ref[0]).shape == (40, 68, 2)

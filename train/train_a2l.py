@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="checkpoint name (default: a2l_baseline / a2l_wd / a2l_tr / a2l_wd_tr from the λs)")
     # model
     p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="D_l reads the clip's audio both ways (ours: lips anticipate the sound; see models/a2l.py)")
     # losses
     p.add_argument("--lambda-wd", type=float, default=0.0, help="weight of the word loss L_wd (0: off)")
     p.add_argument("--lambda-tr", type=float, default=0.0, help="weight of the temporal residual loss L_tr (0: off)")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     estimator = load_judge(args.estimator, args.lambda_tr > 0, run)
     if detector is not None and unwrap(detector).fc2.out_features != len(manifest["vocabulary"]):
         raise SystemExit(f"the word detector {args.detector} knows another vocabulary than the cache {args.cache}")
-    model = wrap_ddp(LandmarkPredictor(**SIZES[args.size]), run)
+    model = wrap_ddp(LandmarkPredictor(**SIZES[args.size], bidirectional=args.bidirectional), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
     if len(loader) == 0:

@@ -86,6 +86,12 @@ class LandmarkPredictor(nn.Module):
     the mouth and jaw by small amounts around it; predicting the offset (initialised to zero, so an
     untrained model returns the still reference face) lets the network spend its capacity on motion and
     keeps every identity's proportions, which an absolute regression would blur toward the mean face.
+
+    ``bidirectional=True`` **(ours; the paper's D_l is a plain LSTM)** lets D_l read the clip's audio both
+    ways. Lips move before the sound they shape (rounding for an upcoming /uw/ starts some 300 ms early),
+    further ahead than the ±140 ms MFCC window reaches, and offline generation has the whole recording at
+    hand anyway. Such a model cannot be fed chunk by chunk (`forward_with_state` refuses a state);
+    `predict_sequence`'s overlapping windows work for both.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class LandmarkPredictor(nn.Module):
         landmark_dim: int = 64,
         hidden: int = 256,
         num_layers: int = 2,
+        bidirectional: bool = False,
     ):
         super().__init__()
         self.init_kwargs = dict(
@@ -109,12 +116,15 @@ class LandmarkPredictor(nn.Module):
             landmark_dim=landmark_dim,
             hidden=hidden,
             num_layers=num_layers,
+            bidirectional=bidirectional,
         )
         self.n_points = n_points
         self.audio_encoder = AudioEncoder(n_mfcc, window, tuple(audio_channels), audio_dim)
         self.landmark_encoder = LandmarkEncoder(n_points, dim=landmark_dim)
-        self.decoder = nn.LSTM(audio_dim + landmark_dim, hidden, num_layers=num_layers, batch_first=True)
-        self.head = nn.Linear(hidden, n_points * 2)
+        self.decoder = nn.LSTM(
+            audio_dim + landmark_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional
+        )
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), n_points * 2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -155,8 +165,10 @@ class LandmarkPredictor(nn.Module):
         """`forward`, continuing from the LSTM `state` of a previous call and returning the new one.
 
         Feeding a long recording chunk by chunk this way gives the same landmarks as one call, with memory
-        bounded by the chunk length.
+        bounded by the chunk length. A bidirectional decoder has no such state: it refuses one.
         """
+        if state is not None and self.decoder.bidirectional:
+            raise ValueError("a bidirectional decoder reads the whole clip: it cannot continue from a state")
         b, t = mfcc.shape[:2]
         audio = self.audio_encoder(mfcc.flatten(0, 1)).view(b, t, -1)
         identity = self.landmark_encoder(ref_landmarks).unsqueeze(1).expand(b, t, -1)
