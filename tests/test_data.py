@@ -465,6 +465,12 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     diagnose.main(["--cache", str(out), "--source", "predicted", "--predictor", str(stem), "--split", "test",
                    "--steps", "2", "--batch-size", "2"])
     assert "predicted landmarks, 1 training clips" in capsys.readouterr().out
+    # ... and the clips' audio itself (the word probe on MFCC windows)
+    mfcc, same = diagnose.audio_windows(LandmarkDataset(out, "test"))
+    assert mfcc.shape == (1, 29, 28, 12) and same.tolist() == [0]
+    assert diagnose.AudioWordProbe(n_words=500).eval()(mfcc).shape == (1, 500)
+    diagnose.main(["--cache", str(out), "--source", "audio", "--split", "test", "--steps", "2", "--batch-size", "2"])
+    assert "audio, 1 training clips" in capsys.readouterr().out
 
     # and the L2F diagnosis feeds the bundled generator both kinds of ground truth from this cache
     from train import diagnose_l2f_landmarks

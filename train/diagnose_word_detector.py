@@ -25,6 +25,13 @@ landmarks the predictor makes for the cache's training clips and is scored on th
 
     python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source predicted \
         --predictor assets/eval/exact_landmarks/checkpoints/a2l_baseline --steps 6000
+
+`--source audio` asks it of the sound itself: `AudioWordProbe` (the predictor's audio encoder E_a on each frame's
+MFCC window, then the detector's LSTM and pooling) learns the word from the training clips' audio. What it reads off
+the val clips bounds what a predictor trained on this corpus can put in its landmarks: lips that carry more of the
+word than a word classifier can hear in the same audio would have to come from somewhere else.
+
+    python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source audio --steps 6000 --noise 0
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from talkface.checkpoints import load_checkpoint
 from talkface.data.dataset import LandmarkDataset, landmark_source, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
+from talkface.models.a2l import AudioEncoder
 from talkface.models.word_detector import WordDetector
 from train.landmark_data import load_data, smooth, stretch, to_batch
 
@@ -83,13 +91,45 @@ def detected_landmarks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return normalise_landmarks(x)[0], torch.tensor([int(it["word"]) for it in items])
 
 
+class AudioWordProbe(torch.nn.Module):
+    """MFCC windows (B, T, 28, 12) → word logits: E_a per frame (as in `LandmarkPredictor`), then a
+    bidirectional LSTM, attention pooling and two fully connected layers (as in `WordDetector`)."""
+
+    def __init__(self, n_words: int = 500, hidden: int = 128, fc_dim: int = 256, dropout: float = 0.3):
+        super().__init__()
+        self.encoder = AudioEncoder()
+        self.lstm = torch.nn.LSTM(128, hidden, num_layers=2, batch_first=True, bidirectional=True, dropout=dropout)
+        self.score = torch.nn.Linear(2 * hidden, 1)
+        self.fc1 = torch.nn.Linear(2 * hidden, fc_dim)
+        self.fc2 = torch.nn.Linear(fc_dim, n_words)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        b, t = mfcc.shape[:2]
+        out, _ = self.lstm(self.encoder(mfcc.flatten(0, 1)).view(b, t, -1))
+        pooled = (torch.softmax(self.score(out), dim=1) * out).sum(dim=1)
+        return self.fc2(self.dropout(torch.relu(self.fc1(pooled))))
+
+
+def audio_windows(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every clip's MFCC windows (N, T, 28, 12) and the words."""
+    items = [data[i] for i in range(len(data))]
+    return torch.stack([it["mfcc"] for it in items]).float(), torch.tensor([int(it["word"]) for it in items])
+
+
+@torch.no_grad()
+def batched(model: torch.nn.Module, x: torch.Tensor, size: int = 1024) -> torch.Tensor:
+    return torch.cat([model(x[i : i + size]) for i in range(0, len(x), size)])
+
+
 def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cache", required=True, help="prepared cache of the corpus (its vocabulary and dlib landmarks)")
     p.add_argument("--corpus", help="the synthetic corpus (its sidecars' exact landmarks); needed for --source exact")
-    p.add_argument("--source", choices=["exact", "dlib", "predicted"], default="exact",
+    p.add_argument("--source", choices=["exact", "dlib", "predicted", "audio"], default="exact",
                    help="exact: the corpus's sidecars; dlib: the cache's landmarks (dlib's, or the exact ones of a "
-                        "cache prepared with --landmarks exact); predicted: --predictor's output on the cache's clips")
+                        "cache prepared with --landmarks exact); predicted: --predictor's output on the cache's "
+                        "clips; audio: the clips' MFCC windows (AudioWordProbe)")
     p.add_argument("--predictor", help="A2L checkpoint stem, for --source predicted")
     p.add_argument("--extra-corpus", action="append", default=[], help="more training clips (exact); repeatable")
     p.add_argument("--extra-cache", action="append", default=[], help="more training clips (dlib); repeatable")
@@ -114,7 +154,7 @@ def main(argv: list[str] | None = None) -> float:
         x, y = torch.cat([xs for xs, _ in parts]), torch.cat([ys for _, ys in parts])
         xv, yv = exact_landmarks(Path(a.corpus), a.split, vocabulary)
     else:  # the cache's clips exactly as the trainers read them, --extra-cache included
-        read = detected_landmarks
+        read = audio_windows if a.source == "audio" else detected_landmarks
         if a.source == "predicted":  # what the predictor makes of those clips
             if not a.predictor:
                 p.error("--source predicted needs --predictor")
@@ -123,9 +163,15 @@ def main(argv: list[str] | None = None) -> float:
         (x, y), (xv, yv) = read(train_set), read(LandmarkDataset(a.cache, a.split))
     # "dlib" reads the cache's landmarks: dlib's, or the exact ones of a cache prepared with --landmarks exact
     label = landmark_source(manifest) if a.source == "dlib" else a.source
-    print(f"{label} landmarks: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
-    x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
-    model = WordDetector(n_words=len(vocabulary))
+    what = "audio" if a.source == "audio" else f"{label} landmarks"
+    print(f"{what}: {len(y)} training clips ({len(y) / len(set(y.tolist())):.1f} per word)", flush=True)
+    if a.source == "audio":
+        if a.smooth or a.stretch:
+            p.error("--smooth and --stretch act on landmarks, not on --source audio")
+        model = AudioWordProbe(n_words=len(vocabulary))
+    else:
+        x, xv = smooth(x, a.smooth), smooth(xv, a.smooth)
+        model = WordDetector(n_words=len(vocabulary))
     optimiser = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     start, best = time.perf_counter(), 0.0
     for step in range(1, a.steps + 1):
@@ -143,12 +189,12 @@ def main(argv: list[str] | None = None) -> float:
         if step % 500 == 0 or step == a.steps:
             model.eval()
             with torch.no_grad():
-                accuracy = (model(centre_frames(xv)).argmax(1) == yv).float().mean().item()
+                accuracy = (batched(model, centre_frames(xv)).argmax(1) == yv).float().mean().item()
             model.train()
             best = max(best, accuracy)
             print(f"step {step}: train loss {loss.item():.3f}, {a.split} top-1 {accuracy:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"{label} landmarks, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
+    print(f"{what}, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
     return best
 
 
