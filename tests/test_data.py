@@ -469,8 +469,22 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     mfcc, same = diagnose.audio_windows(LandmarkDataset(out, "test"))
     assert mfcc.shape == (1, 29, 28, 12) and same.tolist() == [0]
     assert diagnose.AudioWordProbe(n_words=500).eval()(mfcc).shape == (1, 500)
-    diagnose.main(["--cache", str(out), "--source", "audio", "--split", "test", "--steps", "2", "--batch-size", "2"])
+    probe = tmp_path / "probe.safetensors"
+    diagnose.main(["--cache", str(out), "--source", "audio", "--split", "test", "--steps", "2", "--batch-size", "2",
+                   "--save", str(probe)])
     assert "audio, 1 training clips" in capsys.readouterr().out
+    # its E_a can start a predictor's (train_a2l.py --init-audio-encoder); a file of other tensors is refused
+    from safetensors.torch import load_file
+
+    from train.train_a2l import init_audio_encoder
+
+    predictor = LandmarkPredictor()
+    init_audio_encoder(predictor, probe)
+    saved = load_file(probe)
+    for name, tensor in predictor.audio_encoder.state_dict().items():
+        torch.testing.assert_close(tensor, saved[f"encoder.{name}"])
+    with pytest.raises(SystemExit, match="no encoder"):
+        init_audio_encoder(predictor, stem.with_suffix(".safetensors"))
 
     # and the L2F diagnosis feeds the bundled generator both kinds of ground truth from this cache
     from train import diagnose_l2f_landmarks

@@ -32,6 +32,9 @@ the val clips bounds what a predictor trained on this corpus can put in its land
 word than a word classifier can hear in the same audio would have to come from somewhere else.
 
     python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source audio --steps 6000 --noise 0
+
+`--save PROBE.safetensors` keeps the audio probe's weights: `train_a2l.py --init-audio-encoder` can start a
+predictor's E_a from them.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import load_checkpoint
+from talkface.checkpoints import atomic_save_tensors, load_checkpoint
 from talkface.data.dataset import LandmarkDataset, landmark_source, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", help="write the trained model's weights to this .safetensors file (for --source audio: "
+                                  "train_a2l.py --init-audio-encoder reads its E_a)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     manifest = read_manifest(a.cache)
@@ -194,6 +199,8 @@ def main(argv: list[str] | None = None) -> float:
             best = max(best, accuracy)
             print(f"step {step}: train loss {loss.item():.3f}, {a.split} top-1 {accuracy:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if a.save:
+        atomic_save_tensors(model.state_dict(), Path(a.save))
     print(f"{what}, {len(y)} training clips: best {a.split} top-1 {best:.3f} over {len(yv)} clips")
     return best
 

@@ -44,7 +44,15 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import atomic_save_json, bundled, load_checkpoint, save_checkpoint, unwrap
+from talkface.checkpoints import (
+    atomic_save_json,
+    bundled,
+    load_checkpoint,
+    load_state_dict_checked,
+    read_safetensors,
+    save_checkpoint,
+    unwrap,
+)
 from talkface.face import MOUTH
 from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, word_loss
 from talkface.metrics import lmd
@@ -84,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="checkpoint name (default: a2l_baseline / a2l_wd / a2l_tr / a2l_wd_tr from the λs)")
     # model
     p.add_argument("--size", choices=sorted(SIZES), default="default")
+    p.add_argument("--init-audio-encoder", metavar="PROBE",
+                   help="start E_a from the audio word probe of diagnose_word_detector.py --source audio --save PROBE "
+                        "(ours: does an audio encoder that already hears the word put it in the lips?)")
     p.add_argument("--bidirectional", action="store_true",
                    help="D_l reads the clip's audio both ways (ours: lips anticipate the sound; see models/a2l.py)")
     # losses
@@ -147,6 +158,16 @@ def evaluate(
     return {k: v / counts[k] for k, v in sums.items()}
 
 
+def init_audio_encoder(predictor: LandmarkPredictor, path: Path) -> None:
+    """Copy a trained audio word probe's E_a (its ``encoder.*`` tensors) into the predictor's audio encoder."""
+    tensors, _ = read_safetensors(path)
+    encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
+    if not encoder:
+        raise SystemExit(f"{path} holds no encoder.* tensors: is it an audio word probe "
+                         "(diagnose_word_detector.py --source audio --save)?")
+    load_state_dict_checked(predictor.audio_encoder, encoder, path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -157,7 +178,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     estimator = load_judge(args.estimator, args.lambda_tr > 0, run)
     if detector is not None and unwrap(detector).fc2.out_features != len(manifest["vocabulary"]):
         raise SystemExit(f"the word detector {args.detector} knows another vocabulary than the cache {args.cache}")
-    model = wrap_ddp(LandmarkPredictor(**SIZES[args.size], bidirectional=args.bidirectional), run)
+    predictor = LandmarkPredictor(**SIZES[args.size], bidirectional=args.bidirectional)
+    if args.init_audio_encoder:
+        init_audio_encoder(predictor, Path(args.init_audio_encoder))
+    model = wrap_ddp(predictor, run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
     if len(loader) == 0:
