@@ -98,10 +98,12 @@ class AudioWordProbe(torch.nn.Module):
     """MFCC windows (B, T, 28, 12) → word logits: E_a per frame (as in `LandmarkPredictor`), then a
     bidirectional LSTM, attention pooling and two fully connected layers (as in `WordDetector`)."""
 
-    def __init__(self, n_words: int = 500, hidden: int = 128, fc_dim: int = 256, dropout: float = 0.3):
+    def __init__(self, n_words: int = 500, audio_dim: int = 128, hidden: int = 128, fc_dim: int = 256,
+                 dropout: float = 0.3):
         super().__init__()
-        self.encoder = AudioEncoder()
-        self.lstm = torch.nn.LSTM(128, hidden, num_layers=2, batch_first=True, bidirectional=True, dropout=dropout)
+        self.encoder = AudioEncoder(dim=audio_dim)
+        self.lstm = torch.nn.LSTM(audio_dim, hidden, num_layers=2, batch_first=True, bidirectional=True,
+                                  dropout=dropout)
         self.score = torch.nn.Linear(2 * hidden, 1)
         self.fc1 = torch.nn.Linear(2 * hidden, fc_dim)
         self.fc2 = torch.nn.Linear(fc_dim, n_words)
@@ -122,6 +124,7 @@ def audio_windows(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def batched(model: torch.nn.Module, x: torch.Tensor, size: int = 1024) -> torch.Tensor:
+    """`model(x)` a slice at a time, so memory stays bounded however large the scored split is."""
     return torch.cat([model(x[i : i + size]) for i in range(0, len(x), size)])
 
 
