@@ -30,11 +30,14 @@ from talkface.audio import SAMPLE_RATE
 from talkface.errors import TalkFaceError
 from talkface.pipeline import (
     ABLATIONS,
+    DEFAULT_A2L,
+    MAX_ARTICULATION,
     TalkingFacePipeline,
     ablation,
     aligned_preview,
     missing_checkpoints,
     mouth_opening_figure,
+    switches,
 )
 
 try:  # Hugging Face ZeroGPU: the GPU is lent only while a decorated function runs
@@ -58,7 +61,8 @@ INTRO = """# TalkFace
 One face photo and a speech recording in, a video of that face saying it out. Audio → 68 facial landmarks
 per frame (A2L) → frames (L2F), after Zheng et al., *Talking Face Generation via Learning Semantic and
 Temporal Synchronous Landmarks* (ICPR 2020). **WD** (word detector) and **TR** (temporal residual) pick which
-of the four trained A2L models speaks; *compare all four* runs them side by side."""
+of the four trained A2L models speaks (both off, Baseline, follows real mouths best); *compare all four* runs them
+side by side; **articulation** sets how far the mouth moves."""
 
 
 def photo_input(**kwargs) -> gr.Image:
@@ -106,6 +110,7 @@ class TalkFaceApp:
         return Path(tempfile.mkdtemp(dir=self.work_dir))
 
     def generate(self, photo: str | None, audio: str | None, wd: bool, tr: bool, compare: bool,
+                 articulation: float = 1.0,
                  progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 (how Gradio injects it)
         """Photo + speech -> (aligned face, video, panel video, comparison video, preview frames, slider,
         first preview frame, mouth plot, top-5 words, details). Yields the aligned face first."""
@@ -128,7 +133,7 @@ class TalkFaceApp:
             yield (aligned_preview(aligned), None, None, gr.update(value=None, visible=compare), [],
                    gr.update(value=0, maximum=1, visible=False), None, None, None, "")
             result = pipe.run(aligned, (SAMPLE_RATE, waveform), a2l=ablation(wd, tr), compare=compare, panels=True,
-                              out=out / "talkface.mp4", max_seconds=None,
+                              articulation=float(articulation), out=out / "talkface.mp4", max_seconds=None,
                               progress=lambda f, message: progress(f, desc=message))
             result.seconds.update(seconds)  # the stages that ran here, before the pipeline
             previews = []
@@ -208,10 +213,14 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
                 audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
                                  elem_id="talkface-audio")
                 gr.Markdown(f"Up to {app.max_seconds:g} seconds of speech; any common audio format.")
+                default_wd, default_tr = switches(DEFAULT_A2L)
                 with gr.Row():
-                    wd = gr.Checkbox(value=True, label="WD: word detector loss")
-                    tr = gr.Checkbox(value=True, label="TR: temporal residual loss")
+                    wd = gr.Checkbox(value=default_wd, label="WD: word detector loss")
+                    tr = gr.Checkbox(value=default_tr, label="TR: temporal residual loss")
                 compare = gr.Checkbox(value=False, label="Compare all four (Baseline, +WD, +TR, +WD+TR)")
+                articulation = gr.Slider(0, MAX_ARTICULATION, value=1.0, step=0.1,
+                                         label="Articulation: how far the mouth moves (1: as calibrated on real video)",
+                                         elem_id="talkface-articulation")
                 button = gr.Button("Generate", variant="primary", elem_id="talkface-generate")
             with gr.Column(scale=2):
                 with gr.Row():
@@ -233,15 +242,16 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
                 details = gr.Markdown(label="Details")
         outputs = [aligned, video, panel_video, compare_video, previews, slider, frame, plot, words, details]
         generate = gpu(app.generate)
-        button.click(generate, [photo, audio, wd, tr, compare], outputs, api_name="generate",
+        inputs = [photo, audio, wd, tr, compare, articulation]
+        button.click(generate, inputs, outputs, api_name="generate",
                      concurrency_id="generate")
         slider.change(app.show_frame, [slider, previews], frame, api_visibility="private", queue=False)
         with input_column:
             gr.Examples(
-                examples=[[str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), True, True, False],
-                          [str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), True, True, True]],
-                example_labels=["Astronaut, +WD+TR", "Astronaut, compare all four"],
-                inputs=[photo, audio, wd, tr, compare], outputs=outputs, fn=generate,
+                examples=[[str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), default_wd, default_tr, grid, 1.0]
+                          for grid in (False, True)],
+                example_labels=[f"Astronaut, {ABLATIONS[DEFAULT_A2L]}", "Astronaut, compare all four"],
+                inputs=inputs, outputs=outputs, fn=generate,
                 run_on_click=True, cache_examples=False, label="Examples (one click runs them)",
             )
     return demo

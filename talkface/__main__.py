@@ -1,6 +1,7 @@
 """Command line: photo + speech -> talking-face video.
 
-    python -m talkface --photo face.jpg --audio speech.wav --a2l wd_tr --out out.mp4 [--compare] [--panels]
+    python -m talkface --photo face.jpg --audio speech.wav --out out.mp4 [--a2l wd_tr] [--articulation 1.2]
+        [--compare] [--panels]
 
 Exit status 0 on success, 1 when an input or a checkpoint cannot be used (one plain sentence on stderr),
 130 when interrupted.
@@ -15,7 +16,14 @@ import torch
 from tqdm import tqdm
 
 from talkface.errors import TalkFaceError
-from talkface.pipeline import ABLATIONS, TalkingFacePipeline
+from talkface.pipeline import ABLATIONS, DEFAULT_A2L, MAX_ARTICULATION, TalkingFacePipeline
+
+
+def _articulation(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= MAX_ARTICULATION:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_ARTICULATION:g}, not {value:g}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -29,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m talkface", description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", required=True, help="a photo with a face (JPEG, PNG, ...)")
     parser.add_argument("--audio", required=True, help="speech (wav, mp3, ogg, m4a, webm, ...)")
-    parser.add_argument("--a2l", default="wd_tr", choices=list(ABLATIONS),
-                        help="which A2L model speaks: the paper's ablations (default wd_tr)")
+    parser.add_argument("--a2l", default=DEFAULT_A2L, choices=list(ABLATIONS),
+                        help=f"which A2L model speaks: the paper's ablations (default {DEFAULT_A2L}, the best on real "
+                             "video)")
+    parser.add_argument("--articulation", type=_articulation, default=1.0,
+                        help="how far the mouth moves: 0 still, 1 as calibrated on real video (default), up to 2")
     parser.add_argument("--out", default="talkface.mp4", help="the video to write (default talkface.mp4)")
     parser.add_argument("--compare", action="store_true",
                         help="also run all four A2L models and write OUT_compare.mp4, a 2x2 grid")
@@ -54,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir)
         result = pipe.run(args.photo, args.audio, compare=args.compare, panels=args.panels, out=args.out,
+                          articulation=args.articulation,
                           max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress)
     except TalkFaceError as exc:
         bar.close()

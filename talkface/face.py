@@ -22,6 +22,7 @@ import importlib.util
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -468,6 +469,42 @@ def mouth_opening(landmarks):
     """(..., 68, 2) -> (...): mean inner-lip gap (61-67, 62-66, 63-65) in the landmarks' units."""
     gap = landmarks[..., [61, 62, 63], :] - landmarks[..., [67, 66, 65], :]
     return ((gap**2).sum(-1) ** 0.5).mean(-1)
+
+
+def inter_ocular(landmarks) -> np.ndarray:
+    """(..., 68, 2) -> (...): distance between the eye centres, the face's size unit."""
+    landmarks = np.asarray(landmarks)
+    return np.linalg.norm(landmarks[..., 42:48, :].mean(-2) - landmarks[..., 36:42, :].mean(-2), axis=-1)
+
+
+def lip_opening(landmarks) -> np.ndarray:
+    """(..., 68, 2) -> (...): the inner-lip gap in inter-ocular distances, comparable across faces and videos."""
+    landmarks = np.asarray(landmarks, np.float64)
+    return mouth_opening(landmarks) / inter_ocular(landmarks)
+
+
+def track_landmarks(frames: Iterable[np.ndarray]) -> np.ndarray:
+    """dlib's 68 landmarks (N, 68, 2) of the largest face in every RGB frame of any size (NaN where none):
+    how real and generated videos are compared, independently of the landmarks a model was given.
+
+    dlib's detector runs on each frame (again at twice the size if it finds nothing, for small faces), the
+    predictor on the frame upscaled 2x: half-pixel landmarks, as small faces need.
+    """
+    import dlib
+
+    detector, predictor = dlib.get_frontal_face_detector(), _shape_predictor()
+    out = []
+    for frame in frames:
+        rgb = _array_to_rgb(frame)
+        big = cv2.resize(rgb, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+        faces = [dlib.rectangle(r.left() * 2, r.top() * 2, r.right() * 2, r.bottom() * 2) for r in detector(rgb, 0)]
+        faces = faces or list(detector(big, 0))
+        if not faces:
+            out.append(np.full((68, 2), np.nan))
+            continue
+        shape = predictor(big, max(faces, key=lambda r: r.area()))
+        out.append((np.array([(p.x, p.y) for p in shape.parts()], float) + 0.5) / 2 - 0.5)
+    return np.array(out).reshape(-1, 68, 2)
 
 
 # command line

@@ -93,3 +93,87 @@ def ssim(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, channel_axi
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean().item()
+
+
+# lip sync on real video: dlib's 68 points on the real and on the generated frames, compared as mouths
+
+BILABIALS = frozenset({"P", "B", "M"})
+VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
+
+
+def mouth_shape(landmarks: np.ndarray) -> np.ndarray:
+    """(..., 68, 2) -> (..., 20, 2): the 20 mouth points centred on their mean, in inter-ocular distances."""
+    from talkface.face import inter_ocular
+
+    mouth = np.asarray(landmarks, np.float64)[..., 48:68, :]
+    return (mouth - mouth.mean(-2, keepdims=True)) / inter_ocular(landmarks)[..., None, None]
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) < 1e-9 or np.std(b[ok]) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def _lagged(a: np.ndarray, b: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """a shifted `lag` frames later against b (positive lag: a runs late), cut to their overlap."""
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    return (a[lag:], b[: n - lag]) if lag >= 0 else (a[: n + lag], b[-lag:])
+
+
+def _spread(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, 95) - np.percentile(x, 5)) if len(x) else float("nan")
+
+
+def phone_ratio(opening: np.ndarray, phones, symbols: frozenset[str], fps: float = 25.0) -> float:
+    """Mean opening during the `symbols` phones over the mean opening during vowels (frames by their centre
+    time). For bilabials: 0 is a firm closure, 1 lips as open as on a vowel. NaN without both kinds."""
+    t = (np.arange(len(opening)) + 0.5) / fps
+
+    def mean_in(kind: frozenset[str]) -> float:
+        picked = np.zeros(len(opening), bool)
+        for p in phones:
+            if p.symbol in kind:
+                picked |= (t >= p.start) & (t < p.end)
+        values = opening[picked & np.isfinite(opening)]
+        return float(values.mean()) if len(values) else float("nan")
+
+    vowel = mean_in(VOWELS)
+    return mean_in(symbols) / vowel if vowel > 0 else float("nan")
+
+
+def lip_sync_scores(generated: np.ndarray, real: np.ndarray, phones=None, fps: float = 25.0, max_lag: int = 3
+                    ) -> dict[str, float]:
+    """How a generated mouth moves against the real one, both as dlib's (T, 68, 2) points (NaN rows where
+    no face was found; each in its own video's pixels: everything is in inter-ocular distances).
+
+    - ``corr``: correlation of the inner-lip opening at lag 0; ``best_corr`` / ``best_lag`` the best within
+      ±`max_lag` frames (positive: generated runs late);
+    - ``range_ratio``: the generated opening's p95-p5 spread over the real one's (1 = as wide a motion);
+    - ``shape_distance``: mean distance of the 20 mouth points, each mouth centred, ×100;
+    - ``bilabial`` / ``bilabial_real``: opening on /p b m/ over opening on vowels (`phone_ratio`), when the
+      speech's `phones` (ARPABET with start/end seconds) are given.
+    """
+    from talkface.face import lip_opening
+
+    n = min(len(generated), len(real))
+    gen_open, real_open = lip_opening(generated[:n]), lip_opening(real[:n])
+    lags = {lag: _corr(*_lagged(gen_open, real_open, lag)) for lag in range(-max_lag, max_lag + 1)}
+    best_lag = max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k])
+    shape = np.linalg.norm(mouth_shape(generated[:n]) - mouth_shape(real[:n]), axis=-1).mean(-1)
+    scores = {
+        "corr": lags[0],
+        "best_corr": lags[best_lag],
+        "best_lag": float(best_lag),
+        "range_ratio": _spread(gen_open) / _spread(real_open),
+        "shape_distance": float(np.nanmean(shape) * 100),
+        "opening_p95": float(np.nanpercentile(gen_open, 95)),
+        "opening_p95_real": float(np.nanpercentile(real_open, 95)),
+    }
+    if phones:
+        scores["bilabial"] = phone_ratio(gen_open, phones, BILABIALS, fps)
+        scores["bilabial_real"] = phone_ratio(real_open, phones, BILABIALS, fps)
+    return scores

@@ -1,6 +1,6 @@
 """Photo + speech -> talking face: the paper's two stages end to end, for the app, the CLI and the benchmarks.
 
-    pipe = TalkingFacePipeline.from_pretrained(a2l="wd_tr")      # bundled checkpoints, offline; GPU if present
+    pipe = TalkingFacePipeline.from_pretrained()                  # bundled checkpoints, offline; GPU if present
     result = pipe.run("face.jpg", "speech.wav", out="out.mp4")   # landmarks, mouth opening, words, video paths
 
 No frame stack is ever held, whatever the audio length: A2L runs over the whole sequence (in chunks, the LSTM
@@ -33,7 +33,7 @@ from torch import nn
 from talkface.audio import FPS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
 from talkface.checkpoints import BUNDLED, load_checkpoint
 from talkface.data.lrw import lrw_vocabulary
-from talkface.errors import CheckpointError, FaceError
+from talkface.errors import CheckpointError, FaceError, TalkFaceError
 from talkface.face import (
     CROP_SIZE,
     AlignedFace,
@@ -49,6 +49,13 @@ from talkface.video import VideoWriter
 
 # The four A2L checkpoints of the paper's ablation (Table IV), in the order the comparison grid shows them.
 ABLATIONS: dict[str, str] = {"baseline": "Baseline", "wd": "+WD", "tr": "+TR", "wd_tr": "+WD+TR"}
+# The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
+DEFAULT_A2L = "baseline"
+# How much of the predicted speech motion is shown at articulation 1.0: A2L trained under L2 shrinks the motion
+# toward the mean, and this gain, calibrated on the real development clips (train/real_video.py --articulation),
+# gives back the real opening range on average. The app's, the CLI's and the API's articulation multiplies it.
+ARTICULATION_GAIN = 1.2  # mean opening range ratio 0.83 at 1.0, 0.99 at 1.2, 1.11 at 1.4 (Baseline, 5 GRID clips)
+MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
 WORD_FRAMES = 25  # the word detector's window (paper: 25 of LRW's 29 frames)
 WORD_STRIDE = 12  # about half a second between read-out windows
@@ -57,9 +64,24 @@ MIN_PHOTO_SIDE = 64
 Progress = Callable[[float, str], None]
 
 
+_SWITCHES = {(False, False): "baseline", (True, False): "wd", (False, True): "tr", (True, True): "wd_tr"}
+
+
 def ablation(wd: bool, tr: bool) -> str:
     """The A2L checkpoint the app's two toggles select: baseline, wd, tr or wd_tr."""
-    return {(False, False): "baseline", (True, False): "wd", (False, True): "tr", (True, True): "wd_tr"}[wd, tr]
+    return _SWITCHES[wd, tr]
+
+
+def switches(name: str) -> tuple[bool, bool]:
+    """The app's (WD, TR) toggles that select ablation `name`: the inverse of ``ablation``."""
+    return next(key for key, value in _SWITCHES.items() if value == name)
+
+
+def articulate(landmarks: torch.Tensor, reference: torch.Tensor, articulation: float = 1.0) -> torch.Tensor:
+    """Scale the speech motion of normalised landmarks (T, 68, 2) about the photo's own (68, 2): 0 keeps the
+    photo still, 1 the calibrated amount (``ARTICULATION_GAIN``), 2 twice that, like SadTalker's expression
+    scale."""
+    return reference + (ARTICULATION_GAIN * articulation) * (landmarks - reference)
 
 
 def missing_checkpoints(checkpoint_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -225,7 +247,7 @@ class TalkingFacePipeline:
         self.vocabulary = vocabulary
 
     @classmethod
-    def from_pretrained(cls, a2l: str = "wd_tr", device: str | torch.device | None = None,
+    def from_pretrained(cls, a2l: str = DEFAULT_A2L, device: str | torch.device | None = None,
                         checkpoint_dir: str | os.PathLike | None = None) -> TalkingFacePipeline:
         """Load the A2L checkpoint `a2l_<a2l>`, `l2f` and `word_detector` from `checkpoint_dir` (default: the
         bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file."""
@@ -272,15 +294,16 @@ class TalkingFacePipeline:
         return waveform
 
     @torch.inference_mode()
-    def predict_landmarks(self, aligned: AlignedFace, waveform: np.ndarray, names: list[str]
-                          ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name."""
+    def predict_landmarks(self, aligned: AlignedFace, waveform: np.ndarray, names: list[str],
+                          articulation: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+        """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name,
+        the motion scaled by `articulation` (``articulate``)."""
         mfcc = mfcc_windows(torch.from_numpy(waveform).to(self.device))
         ref, sim = normalise_landmarks(aligned.landmarks)
         ref = torch.from_numpy(ref).float().to(self.device)
         pixels, normalised = {}, {}
         for name in names:
-            normalised[name] = self.a2l_model(name).predict_sequence(mfcc, ref)
+            normalised[name] = articulate(self.a2l_model(name).predict_sequence(mfcc, ref), ref, articulation)
             pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
         return pixels, normalised
 
@@ -310,6 +333,7 @@ class TalkingFacePipeline:
         a2l: str | None = None,
         compare: bool = False,
         panels: bool = False,
+        articulation: float = 1.0,
         out: str | os.PathLike | None = None,
         max_seconds: float | None = 600.0,
         batch_size: int = 4,
@@ -319,7 +343,8 @@ class TalkingFacePipeline:
         """Photo + speech -> a video of that face saying it (written to `out`, default a new temp dir).
 
         `compare` also runs the other three A2L ablations and writes `<out>_compare.mp4`, a 2 x 2 grid;
-        `panels` writes `<out>_panels.mp4` (landmarks | heatmaps | frames). All videos carry the speech
+        `panels` writes `<out>_panels.mp4` (landmarks | heatmaps | frames). `articulation` scales how far the
+        mouth moves (0 still, 1 as calibrated on real video, up to 2: ``articulate``). All videos carry the speech
         and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
         anything the person can fix. `batch_size` frames go through L2F at once: 4 is the fastest on a 2-core
         CPU (`python bench/run_all.py`: end-to-end RTF 0.55 at 4, 0.88 at 16) and memory stays flat.
@@ -328,6 +353,8 @@ class TalkingFacePipeline:
         name = a2l or self.default_a2l
         if name not in ABLATIONS:
             raise CheckpointError(f"There is no A2L model '{name}'; choose one of {', '.join(ABLATIONS)}.")
+        if not 0.0 <= articulation <= MAX_ARTICULATION:
+            raise TalkFaceError(f"Articulation must be between 0 and {MAX_ARTICULATION:g}, not {articulation:g}.")
         names = list(ABLATIONS) if compare else [name]
         seconds: dict[str, float] = {}
 
@@ -347,7 +374,7 @@ class TalkingFacePipeline:
         with _timed(seconds, "a2l"):
             for other in names:
                 self.a2l_model(other)  # a missing comparison checkpoint fails here, before any work
-            tracks, normalised = self.predict_landmarks(aligned, waveform, names)
+            tracks, normalised = self.predict_landmarks(aligned, waveform, names, articulation)
         report(0.2, "Reading the words on the lips")
         with _timed(seconds, "words"):
             words, timeline = self.read_words(normalised[name])

@@ -45,6 +45,15 @@ def iter_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
 
 
+def video_fps(path: str | os.PathLike) -> float:
+    """The frame rate a video declares."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        return float(next(reader)["fps"])
+    finally:
+        reader.close()
+
+
 def _temporary_wav(audio: np.ndarray, sample_rate: int) -> str:
     """Mono audio as a 16-bit WAV in a temporary file (the caller deletes it), for ffmpeg to mux."""
     fd, wav = tempfile.mkstemp(suffix=".wav")

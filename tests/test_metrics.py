@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from talkface.metrics import lmd, psnr, ssim
+from talkface.metrics import lip_sync_scores, lmd, psnr, ssim
 
 
 def smooth_images(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
@@ -85,3 +85,40 @@ def test_frame_landmarks_are_dlibs_on_the_frames():
     assert found.shape == (2, 68, 2)
     assert np.abs(found[0] - detect_landmarks(crop)).max() < 1e-4
     assert abs(np.median(found[1, :, 0] - found[0, :, 0]) - 3) < 0.5  # shifted 3 px right, found 3 px right
+
+
+def _talking_face(opening: np.ndarray) -> np.ndarray:
+    """(T, 68, 2): a fixed face (eyes 60 px apart) whose lower inner lip drops by `opening` inter-ocular units."""
+    face = np.zeros((len(opening), 68, 2))
+    face[:, 36:42] = [100.0, 100.0]
+    face[:, 42:48] = [160.0, 100.0]
+    face[:, 48:68, 0] = np.linspace(110, 150, 20)
+    face[:, [67, 66, 65], 0] = face[:, [61, 62, 63], 0]  # each lower inner-lip point under its upper one
+    face[:, 48:68, 1] = 180.0
+    face[:, [65, 66, 67], 1] += 60.0 * opening[:, None]
+    return face
+
+
+def test_lip_sync_scores_see_lag_range_and_closure():
+    t = np.arange(100)
+    real_open = 0.1 + 0.08 * np.sin(t / 3.0)
+    late = np.roll(real_open, 2)  # the generated mouth runs two frames late, with half the motion
+    generated = _talking_face(0.1 + 0.5 * (late - 0.1))
+    real = _talking_face(real_open)
+    real[5] = np.nan  # a frame where dlib found no face
+
+    class P:  # a forced alignment: a bilabial where the real mouth is shut, a vowel where it is open
+        def __init__(self, symbol, start, end):
+            self.symbol, self.start, self.end = symbol, start, end
+
+    shut, wide = np.argmin(real_open[10:30]) + 10, np.argmax(real_open[10:30]) + 10
+    phones = [P("M", shut / 25, (shut + 1) / 25), P("AA", wide / 25, (wide + 1) / 25)]
+    s = lip_sync_scores(generated, real, phones)
+    assert s["best_lag"] == 2 and s["best_corr"] > 0.99 > s["corr"]
+    assert s["range_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert s["bilabial_real"] == pytest.approx(real_open[shut] / real_open[wide])
+    assert s["bilabial"] == pytest.approx((0.1 + 0.5 * (late[shut] - 0.1)) / (0.1 + 0.5 * (late[wide] - 0.1)))
+    assert s["shape_distance"] > 0
+    same = lip_sync_scores(real, real)
+    assert same["corr"] == pytest.approx(1.0) and same["shape_distance"] == 0 and same["range_ratio"] == 1
+    assert "bilabial" not in same  # no phones, no closure score

@@ -19,7 +19,7 @@ import torch
 
 from talkface.__main__ import main as cli
 from talkface.audio import SAMPLE_RATE, mfcc_windows, num_video_frames
-from talkface.errors import CheckpointError
+from talkface.errors import CheckpointError, TalkFaceError
 from talkface.face import denormalise_landmarks, mouth_opening, normalise_landmarks
 from talkface.heatmaps import heatmap_image, render_heatmaps
 from talkface.pipeline import (
@@ -27,8 +27,10 @@ from talkface.pipeline import (
     L2FRenderer,
     TalkingFacePipeline,
     ablation,
+    articulate,
     missing_checkpoints,
     mouth_opening_figure,
+    switches,
 )
 from talkface.video import iter_video, probe, read_video
 
@@ -147,6 +149,18 @@ class RecordingGenerator(torch.nn.Module):
         return self.inner(identity, heatmaps, identity_heatmaps, **landmarks)
 
 
+def test_articulation_scales_the_speech_motion(pipe, aligned, short_speech, tmp_path):
+    """0 keeps the photo's own landmarks in every frame; 2 moves every point twice as far from them as 1."""
+    wave = short_speech[1]
+    tracks = {a: pipe.predict_landmarks(aligned, wave, ["wd_tr"], articulation=a)[0]["wd_tr"] for a in (0, 1, 2)}
+    np.testing.assert_allclose(tracks[0], np.broadcast_to(aligned.landmarks, tracks[0].shape), atol=1e-3)
+    motion = tracks[1] - aligned.landmarks
+    assert np.abs(motion).max() > 0.5  # the tiny model does move the face
+    np.testing.assert_allclose(tracks[2] - aligned.landmarks, 2 * motion, atol=1e-3)
+    with pytest.raises(TalkFaceError, match="Articulation must be between 0 and 2"):
+        pipe.run(aligned, short_speech, articulation=2.5, out=tmp_path / "x.mp4")
+
+
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
     recorder = RecordingGenerator(pipe.renderer.generator)
     monkeypatch.setattr(pipe.renderer, "generator", recorder)
@@ -156,7 +170,8 @@ def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_s
     wave = short_speech[1]
     ref, sim = normalise_landmarks(aligned.landmarks)
     with torch.inference_mode():
-        pred = pipe.a2l_model("wd_tr").predict_sequence(mfcc_windows(wave), torch.from_numpy(ref).float())
+        ref = torch.from_numpy(ref).float()
+        pred = articulate(pipe.a2l_model("wd_tr").predict_sequence(mfcc_windows(wave), ref), ref)
     expected = denormalise_landmarks(pred.double().numpy(), sim)
     np.testing.assert_allclose(result.landmarks, expected, atol=1e-3)
 
@@ -224,6 +239,7 @@ def test_renderer_alone_as_the_evaluation_uses_it(tiny_checkpoints, full_run):
 
 def test_toggles_pick_the_ablation():
     assert [ablation(wd, tr) for wd in (False, True) for tr in (False, True)] == ["baseline", "tr", "wd", "wd_tr"]
+    assert all(ablation(*switches(name)) == name for name in ABLATIONS)
 
 
 def test_compare_gives_four_synced_tracks_and_a_grid(pipe, aligned, short_speech, tmp_path):

@@ -3,6 +3,9 @@
     python train/evaluate.py --cache /work/data/cache_a2l --frames-cache /work/data/cache \
         --checkpoints assets/checkpoints --out eval/
     python train/evaluate.py ... --skip-l2f          # A2L-side tables only (seconds)
+    python train/evaluate.py --real ../shared/real_av/grid --out eval/real    # the product on real video
+
+`--real DIR` scores the whole product on real clips instead (train/real_video.py): the README's first table.
 
 `--cache` is what the A2L side is scored on (for an A2L side that learnt from the synthetic corpus's exact
 landmarks, a cache prepared with --landmarks exact); `--frames-cache` (default: --cache) holds the frames and
@@ -50,6 +53,8 @@ from talkface.metrics import frame_landmarks, lmd, psnr, ssim
 from talkface.training import Run, setup
 from talkface.video import contact_sheet
 from train.landmark_data import to_batch
+from train.real_video import add_arguments as add_real_arguments
+from train.real_video import evaluate_real, run_options
 from train.train_a2l import evaluate as evaluate_a2l
 from train.train_mi_estimator import evaluate as evaluate_mi
 from train.train_word_detector import evaluate as evaluate_wd
@@ -244,7 +249,8 @@ def render_markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--cache", required=True, help="scores the A2L side (word detector, MI estimator, A2L)")
+    p.add_argument("--cache", help="scores the A2L side (word detector, MI estimator, A2L)")
+    p.add_argument("--real", help="instead: real clips (GRID .mpg, .mp4) with their speech, scored as in the app")
     p.add_argument("--frames-cache", help="scores L2F and the whole pipeline; needs frames (default: --cache)")
     p.add_argument("--checkpoints", default="assets/checkpoints")
     p.add_argument("--split", default="test")
@@ -252,7 +258,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-l2f", action="store_true")
     p.add_argument("--l2f-clips", type=int, default=60, help="test clips for the L2F tables")
     p.add_argument("--l2f-frames", type=int, default=4, help="frames per clip for the L2F tables")
+    add_real_arguments(p)
     a = p.parse_args(argv)
+    if a.real:
+        command = "python train/evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        return evaluate_real(a.real, a.checkpoints, a.out, a.ablations.split(","), command, **run_options(a))
+    if not a.cache:
+        p.error("--cache (or --real) is required")
     run = setup(0)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from typing import Protocol
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from talkface.face import inter_ocular
+
 PARAMS = ("jaw_open", "lip_width", "lip_round", "lip_closure", "lower_lip_tuck", "upper_lip_raise")
 
 
@@ -280,11 +282,6 @@ def _face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     u = across / iod
     v = np.array([-u[1], u[0]])
     return 0.5 * (landmarks[48] + landmarks[54]), u, v, iod
-
-
-def inter_ocular(landmarks: np.ndarray) -> np.ndarray:
-    """(..., 68, 2) -> (...) distance between the eye centres: the face's size unit."""
-    return np.linalg.norm(landmarks[..., 42:48, :].mean(-2) - landmarks[..., 36:42, :].mean(-2), axis=-1)
 
 
 def apply_mouth(

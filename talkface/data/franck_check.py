@@ -15,53 +15,26 @@ Only a development check: nothing at run time needs it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from talkface.data.articulation import animate, inter_ocular
+from talkface.data.articulation import animate
 from talkface.data.render import render_frames
+from talkface.face import lip_opening as opening
+from talkface.face import track_landmarks
 
 _SPEAKING_STD, _SMILE_MEAN = 0.03, 0.17  # see speaking_runs
 
 
 def track_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """dlib landmarks (N, 68, 2) of the largest face in every frame (NaN where none), and the fps."""
-    import cv2
-    import dlib
-    import imageio_ffmpeg
+    from itertools import islice
 
-    spec = importlib.util.find_spec("face_recognition_models")
-    model = Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
-    predictor, detector = dlib.shape_predictor(str(model)), dlib.get_frontal_face_detector()
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    w, h = meta["size"]
-    out = []
-    for i, buf in enumerate(reader):
-        if max_frames is not None and i >= max_frames:
-            break
-        frame = np.frombuffer(buf, np.uint8).reshape(h, w, 3)
-        faces = detector(frame, 0)
-        if not faces:
-            out.append(np.full((68, 2), np.nan))
-            continue
-        box = max(faces, key=lambda r: r.area())
-        # the predictor on a 2x upscaled frame: half-pixel landmarks, as small faces need
-        big = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
-        rect = dlib.rectangle(box.left() * 2, box.top() * 2, box.right() * 2, box.bottom() * 2)
-        shape = predictor(big, rect)
-        out.append((np.array([(p.x, p.y) for p in shape.parts()], float) + 0.5) / 2 - 0.5)
-    return np.array(out), float(meta["fps"])
+    from talkface.video import iter_video, video_fps
 
-
-def opening(landmarks: np.ndarray) -> np.ndarray:
-    """(..., 68, 2) -> (...) inner-lip gap in inter-ocular distances."""
-    from talkface.face import mouth_opening
-
-    return mouth_opening(landmarks) / inter_ocular(landmarks)
+    return track_landmarks(islice(iter_video(path), max_frames)), video_fps(path)
 
 
 def stats(series: list[np.ndarray], fps: float) -> dict[str, float]:

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from talkface.data.articulation import MouthParams, apply_mouth, inter_ocular
+from talkface.data.articulation import MouthParams, apply_mouth
+from talkface.face import inter_ocular
 
 _STABLE = [*range(27, 36), 36, 39, 42, 45]  # nose and eye corners: still while speaking
 _INNER = list(range(60, 68))

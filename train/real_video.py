@@ -1,0 +1,234 @@
+"""The product on real video: first frame as the photo, the clip's own speech as the audio, the generated
+mouth against the person's real one (issue 19's protocol; the README's first table).
+
+    python train/evaluate.py --real ../shared/real_av/grid --out eval/real       # every ablation
+    python train/real_video.py ../shared/real_av/grid --out eval/real            # the same
+
+For each clip with audio (GRID ``.mpg``, any ``.mp4``) and each A2L ablation the pipeline makes the video a
+user would get; dlib then finds 68 points on the real and on the generated frames (``face.track_landmarks``,
+independent of the landmarks the model was given) and ``metrics.lip_sync_scores`` compares the mouths:
+opening correlation at lag 0 and at the best lag within ±3 frames, opening range ratio (p95-p5), mouth-shape
+distance, and the opening on /p b m/ over that on vowels, from a forced alignment (pocketsphinx, as the
+corpus does) of the clip's speech to its transcript: a ``.txt`` beside the clip, or the sentence a GRID file
+name spells. The same scores on the A2L landmarks themselves (before L2F) say which stage loses what.
+Writes ``results.json``, ``results.md`` and a PNG contact sheet per clip (mouth crops: real | each ablation).
+
+A validation set: measure and calibrate hand-set parameters on it, never train a network's weights on it.
+GRID: Cooke, Barker, Cunningham, Shao (2006), CC BY 4.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from talkface.audio import SAMPLE_RATE
+from talkface.data.speech import align
+from talkface.face import inter_ocular, track_landmarks
+from talkface.metrics import lip_sync_scores
+from talkface.pipeline import ABLATIONS, TalkingFacePipeline
+from talkface.video import contact_sheet, read_video
+
+# GRID file names spell the sentence: command, colour, preposition, letter, digit, adverb (one letter each).
+_GRID = [
+    {"b": "bin", "l": "lay", "p": "place", "s": "set"},
+    {"b": "blue", "g": "green", "r": "red", "w": "white"},
+    {"a": "at", "b": "by", "i": "in", "w": "with"},
+    None,  # the letter itself
+    dict(zip("z123456789", "zero one two three four five six seven eight nine".split())),
+    {"a": "again", "n": "now", "p": "please", "s": "soon"},
+]
+COLUMNS = {  # what the tables show, in order: key -> header
+    "corr": "opening corr. (lag 0)",
+    "best_corr": "best corr. (±3)",
+    "range_ratio": "range ratio",
+    "shape_distance": "mouth-shape dist.",
+    "bilabial": "/p b m/ opening",
+}
+
+
+def grid_transcript(name: str) -> str | None:
+    """The sentence a GRID clip's name spells (``bbaf2n`` -> ``bin blue at f two now``), or None."""
+    if len(name) != 6:
+        return None
+    words = []
+    for table, char in zip(_GRID, name.lower()):
+        word = char if table is None and char.isalpha() else (table or {}).get(char)
+        if word is None:
+            return None
+        words.append(word)
+    return " ".join(words)
+
+
+def transcript(clip: Path) -> str | None:
+    """A ``.txt`` beside the clip (LRW's ``Text:`` line or plain words), else a GRID name's sentence."""
+    text_file = clip.with_suffix(".txt")
+    if text_file.exists():
+        text = text_file.read_text()
+        for line in text.splitlines():
+            if line.startswith("Text:"):
+                return line.split(":", 1)[1].strip().lower()
+        return " ".join(text.split()).lower() or None
+    return grid_transcript(clip.stem)
+
+
+def real_clips(root: str | Path) -> list[Path]:
+    """Every GRID ``.mpg`` and ``.mp4`` under `root` (or `root` itself if it is a clip), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in {".mpg", ".mp4"} and not p.name.startswith("."))
+
+
+def mouth_crop(frame: np.ndarray, points: np.ndarray, size: tuple[int, int] = (160, 112)) -> np.ndarray:
+    """The mouth of `frame` (RGB) by its dlib `points`, 1.5 x 1.05 inter-ocular distances, resized to `size`."""
+    import cv2
+
+    w, h = size
+    if not np.isfinite(points).all():
+        return np.full((h, w, 3), 128, np.uint8)
+    iod = float(inter_ocular(points))
+    cx, cy = points[48:68].mean(0)
+    half_w, half_h = 0.75 * iod, 0.75 * iod * h / w
+    src = np.float32([[cx - half_w, cy - half_h], [cx + half_w, cy - half_h], [cx - half_w, cy + half_h]])
+    dst = np.float32([[0, 0], [w, 0], [0, h]])
+    return cv2.warpAffine(frame, cv2.getAffineTransform(src, dst), (w, h), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def evaluate_clip(pipe: TalkingFacePipeline, clip: Path, names: list[str], work: Path, sheet_frames: int = 10,
+                  **options) -> tuple[dict, np.ndarray]:
+    """Scores of one clip per ablation (frames and A2L landmarks) and its contact sheet."""
+    real_frames, _ = read_video(clip)
+    real = track_landmarks(real_frames)
+    waveform = pipe.load_speech(str(clip))
+    text = transcript(clip)
+    phones = None
+    if text:
+        try:
+            phones, _ = align(waveform, SAMPLE_RATE, text)
+        except ValueError:
+            phones = None
+    photo = pipe.align(real_frames[0])
+    scores: dict = {"transcript": text, "aligned": phones is not None, "ablations": {}}
+    picks = np.linspace(0, len(real_frames) - 1, sheet_frames).round().astype(int)
+    rows = [[mouth_crop(real_frames[i], real[i]) for i in picks]]
+    for name in names:
+        result = pipe.run(photo, (SAMPLE_RATE, waveform), a2l=name, out=work / f"{clip.stem}_{name}.mp4", **options)
+        frames, _ = read_video(result.video_path)
+        generated = track_landmarks(frames)
+        scores["ablations"][name] = {
+            "frames": lip_sync_scores(generated, real, phones),
+            "landmarks": lip_sync_scores(result.landmarks, real, phones),
+            "frames_without_face": int(np.isnan(generated[:, 0, 0]).sum()),
+        }
+        rows.append([mouth_crop(frames[min(i, len(frames) - 1)], generated[min(i, len(frames) - 1)])
+                     for i in picks])
+    scores["real_frames_without_face"] = int(np.isnan(real[:, 0, 0]).sum())
+    return scores, contact_sheet(rows, ["real"] + [ABLATIONS[n] for n in names])
+
+
+def summarise(per_clip: dict[str, dict], names: list[str], source: str = "frames") -> dict[str, dict[str, float]]:
+    """Mean over clips of each score, per ablation (NaN-aware), plus the clips whose range ratio is in 0.8-1.25."""
+    out = {}
+    for name in names:
+        rows = [clip["ablations"][name][source] for clip in per_clip.values()]
+        mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in [*COLUMNS, "best_lag"]}
+        mean["range_ok"] = sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows)
+        mean["clips"] = len(rows)
+        out[name] = mean
+    return out
+
+
+def markdown(per_clip: dict[str, dict], names: list[str], command: str) -> str:
+    """The README's real-video table (generated frames), the same before L2F, and every clip's figures."""
+    def table(source: str) -> list[str]:
+        summary = summarise(per_clip, names, source)
+        head = "| A2L | " + " | ".join(COLUMNS.values()) + " | range in 0.8-1.25 |"
+        lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+        for name in names:
+            s = summary[name]
+            cells = [f"{s[k]:.2f}" for k in COLUMNS]
+            lines.append(f"| {ABLATIONS[name]} | " + " | ".join(cells) + f" | {s['range_ok']} of {s['clips']} |")
+        return lines
+
+    real_bilabial = np.nanmean([c["ablations"][names[0]]["frames"].get("bilabial_real", np.nan)
+                                for c in per_clip.values()])
+    lines = [f"Measured with `{command}`; GRID clips (Cooke et al. 2006, CC BY 4.0).", "",
+             "**Generated video** (dlib on the generated frames vs the real ones; mean over clips)", "",
+             *table("frames"), "",
+             f"The real mouths' own /p b m/ opening (over vowels): {real_bilabial:.2f}.", "",
+             "**A2L landmarks** (before L2F; the predicted points vs dlib on the real frames)", "",
+             *table("landmarks"), "", "**Per clip** (generated video: corr. / range ratio / shape / bilabial)", "",
+             "| clip | " + " | ".join(ABLATIONS[n] for n in names) + " |", "|" + "---|" * (len(names) + 1)]
+    for clip, scores in per_clip.items():
+        cells = []
+        for name in names:
+            s = scores["ablations"][name]["frames"]
+            cells.append(f"{s['corr']:.2f} / {s['range_ratio']:.2f} / {s['shape_distance']:.2f} / "
+                         f"{s.get('bilabial', float('nan')):.2f}")
+        lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_real(root: str | Path, checkpoints: str | Path | None = None, out: str | Path = "eval/real",
+                  names: list[str] | None = None, command: str = "", **options) -> dict:
+    """Score every clip under `root` with each ablation (default all four); write JSON, Markdown, sheets.
+    `options` go to ``TalkingFacePipeline.run`` (e.g. the articulation setting)."""
+    names = names or list(ABLATIONS)
+    clips = real_clips(root)
+    if not clips:
+        raise SystemExit(f"no .mpg or .mp4 clips under {root}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = TalkingFacePipeline.from_pretrained(names[0], checkpoint_dir=checkpoints)
+    per_clip = {}
+    with tempfile.TemporaryDirectory(prefix="talkface-real-") as work:
+        for clip in clips:
+            per_clip[clip.stem], sheet = evaluate_clip(pipe, clip, names, Path(work), **options)
+            PIL.Image.fromarray(sheet).save(out / f"contact_{clip.stem}.png", optimize=True)
+            row = per_clip[clip.stem]["ablations"]
+            print(f"{clip.stem}: " + ", ".join(f"{ABLATIONS[n]} corr {row[n]['frames']['corr']:.2f} "
+                                                f"range {row[n]['frames']['range_ratio']:.2f}" for n in names),
+                  flush=True)
+    results = {"clips": per_clip, "summary": summarise(per_clip, names), "options": options,
+               "summary_landmarks": summarise(per_clip, names, "landmarks"), "command": command}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    text = markdown(per_clip, names, command)
+    (out / "results.md").write_text(text)
+    print(text)
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `evaluate.py --real` shares with this script."""
+    p.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated (default: all four)")
+    p.add_argument("--articulation", type=float, default=None, help="the pipeline's articulation (default: its own)")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    return {} if args.articulation is None else {"articulation": args.articulation}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("root", help="a clip, or a folder of GRID .mpg / .mp4 clips with their speech")
+    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: the bundled ones)")
+    p.add_argument("--out", default="eval/real")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    command = "python train/real_video.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    return evaluate_real(args.root, args.checkpoints, args.out, args.ablations.split(","), command,
+                         **run_options(args))
+
+
+if __name__ == "__main__":
+    main()
