@@ -54,5 +54,5 @@ def test_the_product_scored_on_its_own_video(tmp_path):
     assert written["summary"]["baseline"]["clips"] == 1
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| Baseline |" in table and "| +WD+TR |" in table and "GRID" in table
-    assert (tmp_path / "eval" / "contact_example.png").stat().st_size > 10_000
+    assert (tmp_path / "eval" / "contact_example.jpg").stat().st_size > 10_000
     shutil.rmtree(clips)

@@ -11,7 +11,7 @@ opening correlation at lag 0 and at the best lag within ±3 frames, opening rang
 distance, and the opening on /p b m/ over that on vowels, from a forced alignment (pocketsphinx, as the
 corpus does) of the clip's speech to its transcript: a ``.txt`` beside the clip, or the sentence a GRID file
 name spells. The same scores on the A2L landmarks themselves (before L2F) say which stage loses what.
-Writes ``results.json``, ``results.md`` and a PNG contact sheet per clip (mouth crops: real | each ablation).
+Writes ``results.json``, ``results.md`` and a JPEG contact sheet per clip (mouth crops: real | each ablation).
 
 A validation set: measure and calibrate hand-set parameters on it, never train a network's weights on it.
 GRID: Cooke, Barker, Cunningham, Shao (2006), CC BY 4.0.
@@ -194,7 +194,7 @@ def evaluate_real(root: str | Path, checkpoints: str | Path | None = None, out: 
     with tempfile.TemporaryDirectory(prefix="talkface-real-") as work:
         for clip in clips:
             per_clip[clip.stem], sheet = evaluate_clip(pipe, clip, names, Path(work), **options)
-            PIL.Image.fromarray(sheet).save(out / f"contact_{clip.stem}.png", optimize=True)
+            PIL.Image.fromarray(sheet).save(out / f"contact_{clip.stem}.jpg", quality=85)
             row = per_clip[clip.stem]["ablations"]
             print(f"{clip.stem}: " + ", ".join(f"{ABLATIONS[n]} corr {row[n]['frames']['corr']:.2f} "
                                                 f"range {row[n]['frames']['range_ratio']:.2f}" for n in names),
