@@ -90,10 +90,10 @@ def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monk
 
 
 def test_exact_preset_trains_as_the_exact_landmark_checkpoints_record():
-    """The "exact" preset remakes assets/eval/exact_landmarks/checkpoints (measured, not shipped)."""
+    """The "exact" preset remakes docs/eval/exact_landmarks/checkpoints (measured, not shipped)."""
     from train.reproduce import EXACT_VARIANTS, PRESETS
 
-    cfg, folder = PRESETS["exact"], REPO / "assets" / "eval" / "exact_landmarks" / "checkpoints"
+    cfg, folder = PRESETS["exact"], REPO / "docs" / "eval" / "exact_landmarks" / "checkpoints"
 
     def config(name: str) -> dict:
         return json.loads((folder / f"{name}.json").read_text())

@@ -24,7 +24,7 @@ landmarks the predictor makes for the cache's training clips and is scored on th
 (a probe: how much of the word the predictions carry at all, whichever detector later reads them):
 
     python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source predicted \
-        --predictor assets/eval/exact_landmarks/checkpoints/a2l_baseline --steps 6000
+        --predictor docs/eval/exact_landmarks/checkpoints/a2l_baseline --steps 6000
 
 `--source audio` asks it of the sound itself: `AudioWordProbe` (the predictor's audio encoder E_a on each frame's
 MFCC window, then the detector's LSTM and pooling) learns the word from the training clips' audio. What it reads off

@@ -2,8 +2,8 @@
 
     # the shipped checkpoints (hours on a 2-core CPU; resumable: rerun the same command after a stop)
     python train/reproduce.py --preset default --work /work/data --dest assets/checkpoints
-    # the A2L side on the corpus's exact landmarks (assets/eval/exact_landmarks/: measured, not shipped)
-    python train/reproduce.py --preset exact --work /work/data --dest assets/eval/exact_landmarks/checkpoints
+    # the A2L side on the corpus's exact landmarks (docs/eval/exact_landmarks/: measured, not shipped)
+    python train/reproduce.py --preset exact --work /work/data --dest docs/eval/exact_landmarks/checkpoints
     # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
     python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # name -> (lambda_wd, lambda_tr) per landmark source, chosen on the val split (train_a2l.py says why):
-# dlib's landmarks: 1e-5 of {1e-4, 1e-5, 1e-6}; exact landmarks: λ_tr 1e-6 (assets/eval/exact_landmarks/sweep/val_tr.md)
+# dlib's landmarks: 1e-5 of {1e-4, 1e-5, 1e-6}; exact landmarks: λ_tr 1e-6 (docs/eval/exact_landmarks/sweep/val_tr.md)
 A2L_VARIANTS = {
     "a2l_baseline": (0.0, 0.0),
     "a2l_wd": (1e-5, 0.0),
@@ -60,7 +60,7 @@ PRESETS = {
         **L2F_DEFAULT, "evaluate": [],
     },
     "exact": {
-        # as assets/eval/exact_landmarks/checkpoints record: the A2L side on the exact landmarks of the audio-only
+        # as docs/eval/exact_landmarks/checkpoints record: the A2L side on the exact landmarks of the audio-only
         # "a2l" corpus (64 takes per word); the word detector trained longer, on bigger batches
         "corpus": "default", "a2l_corpus": "a2l", "variants": EXACT_VARIANTS, "a2l": ["--max-steps", "2000"],
         "word_detector": ["--max-steps", "12000", "--batch-size", "128", "--lr", "3e-3"],

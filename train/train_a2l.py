@@ -19,7 +19,7 @@ estimator is easier to fool: at λ_tr = 1e-5 the predictions score 11.7 nats on 
 val LMD rises from 0.423 to 0.489 px; 1e-6 costs least (0.438) and is what the exact-landmark checkpoints
 use (reproduce.py --preset exact); hinging L_tr at the ground truth's MI (--tr-hinge) did not help (0.444).
 A heavier word loss does not help either: λ_wd = 1e-4 / 1e-3 gave val LMD 0.602 / 0.872 px and fewer words read
-off the predictions than 1e-5. assets/eval/exact_landmarks/sweep/ has the runs (val_tr.md, val_wd.md).
+off the predictions than 1e-5. docs/eval/exact_landmarks/sweep/ has the runs (val_tr.md, val_wd.md).
 
 The predictor sees each clip's MFCC windows and its reference landmarks (frame 0) and predicts all 29
 frames' landmarks in the canonical frame. The word detector and the MI estimator, frozen, judge the

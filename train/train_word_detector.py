@@ -12,9 +12,9 @@ shows a random 25-frame window of its 29 frames (the word stays inside) with a l
 optionally (--amplitude, --blur, --stretch) scaled, low-passed or time-stretched, so that the frozen detector
 later judges the imperfect landmarks of the A2L predictor sensibly; evaluation uses the centre 25 frames of
 the unaltered ground truth, as the A2L word loss does. (Measured on exact landmarks: --blur 1.5 --amplitude 0.4
-cost 5 points on real landmarks and read no more words off predictions, assets/eval/exact_landmarks/
+cost 5 points on real landmarks and read no more words off predictions, docs/eval/exact_landmarks/
 wd_augmentation/; they are off by default. The default noise, 0.005, hides the word too: --noise 0 --pool
-attention reach 89.9% val instead of 75.0%, assets/eval/exact_landmarks/followup/; the default stays, as the
+attention reach 89.9% val instead of 75.0%, docs/eval/exact_landmarks/followup/; the default stays, as the
 shipped detector was trained with it.) OUT gets log.csv, val.csv, last.safetensors (the
 resumable state) and word_detector.safetensors (fp16) + .json + .md (model card): copy those three to
 assets/checkpoints/ to ship them.
