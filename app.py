@@ -51,6 +51,7 @@ except ImportError:
 log = logging.getLogger("talkface.app")
 HERE = Path(__file__).parent
 EXAMPLES = HERE / "assets" / "examples"
+# a shared server: shorter speech than the library's own limit (talkface.audio.MAX_SECONDS), unless asked
 MAX_SECONDS = float(os.environ.get("TALKFACE_MAX_SECONDS", 120))
 MAX_FILE_SIZE = "25mb"
 KEEP_SECONDS = 3600  # a request's videos stay downloadable this long

@@ -15,6 +15,7 @@ import sys
 import torch
 from tqdm import tqdm
 
+from talkface.audio import MAX_SECONDS
 from talkface.errors import TalkFaceError
 from talkface.pipeline import ABLATIONS, DEFAULT_A2L, MAX_ARTICULATION, TalkingFacePipeline
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir", default=None,
                         help="checkpoint folder (default: the bundled ones)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="longest speech accepted (default 600)")
+    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                        help=f"longest speech accepted (default {MAX_SECONDS:g})")
     parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames generated at once (default 4)")
     args = parser.parse_args(argv)
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():

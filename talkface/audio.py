@@ -30,6 +30,7 @@ from talkface.errors import AudioError
 
 SAMPLE_RATE = 16000
 FPS = 25
+MAX_SECONDS = 600.0  # the longest speech the library and the CLI accept by default (the app sets its own)
 HOP_SECONDS = 0.01
 WINDOW_FRAMES = 28
 N_MFCC = 13  # the first coefficient (overall loudness) is dropped -> 12 per MFCC frame
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 def load_audio(
     source: str | os.PathLike | tuple[int, np.ndarray],
-    max_seconds: float | None = 600.0,
+    max_seconds: float | None = MAX_SECONDS,
     min_seconds: float = 0.2,
 ) -> tuple[np.ndarray, int]:
     """Read speech from a file path or a Gradio `(sample_rate, array)` tuple.

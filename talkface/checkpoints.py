@@ -25,7 +25,10 @@ from torch import nn
 from talkface.errors import CheckpointError
 
 BUNDLED = Path(__file__).parent.parent / "assets" / "checkpoints"
-BUNDLED_NAMES = ("word_detector", "mi_estimator", "a2l_baseline", "a2l_wd", "a2l_tr", "a2l_wd_tr", "l2f")
+# The four A2L checkpoints of the paper's ablation (Table IV), in the order every table and grid shows them:
+# checkpoint a2l_<name> -> label. The one place they are listed.
+ABLATIONS: dict[str, str] = {"baseline": "Baseline", "wd": "+WD", "tr": "+TR", "wd_tr": "+WD+TR"}
+BUNDLED_NAMES = ("word_detector", "mi_estimator", *(f"a2l_{name}" for name in ABLATIONS), "l2f")
 FORMAT = "talkface-checkpoint/1"
 
 # helpers

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from talkface.audio import FPS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
-from talkface.checkpoints import BUNDLED, load_checkpoint
+from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
+from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.data.lrw import lrw_vocabulary
 from talkface.errors import CheckpointError, FaceError, TalkFaceError
 from talkface.face import (
@@ -44,20 +44,14 @@ from talkface.face import (
     normalise_landmarks,
 )
 from talkface.heatmaps import draw_landmarks, heatmap_image
+from talkface.losses import WORD_FRAMES
 from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, generator_heatmaps
 from talkface.video import VideoWriter
 
-# The four A2L checkpoints of the paper's ablation (Table IV), in the order the comparison grid shows them.
-ABLATIONS: dict[str, str] = {"baseline": "Baseline", "wd": "+WD", "tr": "+TR", "wd_tr": "+WD+TR"}
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
 DEFAULT_A2L = "baseline"
-# How much of the predicted speech motion is shown at articulation 1.0: A2L trained under L2 shrinks the motion
-# toward the mean, and this gain, calibrated on the real development clips (train/real_video.py --articulation),
-# gives back the real opening range on average. The app's, the CLI's and the API's articulation multiplies it.
-ARTICULATION_GAIN = 1.2  # mean opening range ratio 0.83 at 1.0, 0.99 at 1.2, 1.11 at 1.4 (Baseline, 5 GRID clips)
 MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
-WORD_FRAMES = 25  # the word detector's window (paper: 25 of LRW's 29 frames)
 WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
 
@@ -77,11 +71,14 @@ def switches(name: str) -> tuple[bool, bool]:
     return next(key for key, value in _SWITCHES.items() if value == name)
 
 
-def articulate(landmarks: torch.Tensor, reference: torch.Tensor, articulation: float = 1.0) -> torch.Tensor:
+def articulate(landmarks: torch.Tensor, reference: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Scale the speech motion of normalised landmarks (T, 68, 2) about the photo's own (68, 2): 0 keeps the
-    photo still, 1 the calibrated amount (``ARTICULATION_GAIN``), 2 twice that, like SadTalker's expression
-    scale."""
-    return reference + (ARTICULATION_GAIN * articulation) * (landmarks - reference)
+    photo still, 2 moves every point twice as far (like SadTalker's expression scale).
+
+    A2L trained under L2 shrinks the motion toward the mean; each A2L checkpoint records the gain that gives the
+    real opening range back, calibrated on real video (``articulation_gain`` in its JSON, written by
+    ``train/real_video.py --calibrate``). The pipeline scales by that gain times the user's articulation."""
+    return reference + scale * (landmarks - reference)
 
 
 def missing_checkpoints(checkpoint_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -255,7 +252,7 @@ class TalkingFacePipeline:
             raise CheckpointError(f"There is no A2L model '{a2l}'; choose one of {', '.join(ABLATIONS)}.")
         root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        predictor, _ = load_checkpoint(root / f"a2l_{a2l}", device=device)
+        predictor = _load_a2l(root / f"a2l_{a2l}", device)
         renderer = L2FRenderer.from_checkpoint(root / "l2f", device=device)
         detector, wd_config = load_checkpoint(root / "word_detector", device=device)
         vocabulary = wd_config.get("vocabulary") or lrw_vocabulary()
@@ -270,8 +267,12 @@ class TalkingFacePipeline:
             raise CheckpointError(f"There is no A2L model '{name}'; choose one of {', '.join(ABLATIONS)}.")
         with self._lock:
             if name not in self._a2l:
-                self._a2l[name], _ = load_checkpoint(self.checkpoint_dir / f"a2l_{name}", device=self.device)
+                self._a2l[name] = _load_a2l(self.checkpoint_dir / f"a2l_{name}", self.device)
             return self._a2l[name]
+
+    def articulation_gain(self, name: str) -> float:
+        """The motion gain A2L checkpoint `name` was calibrated with on real video (1.0 if it records none)."""
+        return float(getattr(self.a2l_model(name), "articulation_gain", 1.0))
 
     # the stages, public so that the app can show the aligned face before the video is done
 
@@ -286,7 +287,7 @@ class TalkingFacePipeline:
         return align_face(image)
 
     @staticmethod
-    def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray], max_seconds: float | None = 600.0
+    def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray], max_seconds: float | None = MAX_SECONDS
                     ) -> np.ndarray:
         """Any audio file or (rate, samples) -> mono 16 kHz speech; raises AudioError if unusable or silent."""
         waveform, _ = load_audio(audio, max_seconds=max_seconds)
@@ -303,7 +304,8 @@ class TalkingFacePipeline:
         ref = torch.from_numpy(ref).float().to(self.device)
         pixels, normalised = {}, {}
         for name in names:
-            normalised[name] = articulate(self.a2l_model(name).predict_sequence(mfcc, ref), ref, articulation)
+            scale = self.articulation_gain(name) * articulation
+            normalised[name] = articulate(self.a2l_model(name).predict_sequence(mfcc, ref), ref, scale)
             pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
         return pixels, normalised
 
@@ -335,7 +337,7 @@ class TalkingFacePipeline:
         panels: bool = False,
         articulation: float = 1.0,
         out: str | os.PathLike | None = None,
-        max_seconds: float | None = 600.0,
+        max_seconds: float | None = MAX_SECONDS,
         batch_size: int = 4,
         preview_frames: int = 48,
         progress: Progress | None = None,
@@ -456,6 +458,17 @@ class TalkingFacePipeline:
 
 
 # helpers
+
+
+def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
+    """An A2L checkpoint, with the articulation gain its JSON records kept on the model."""
+    model, config = load_checkpoint(stem, device=device)
+    gain = config.get("articulation_gain", 1.0)
+    if not isinstance(gain, int | float) or not 0.0 < gain <= 5.0:
+        raise CheckpointError(f"The checkpoint {stem}.json records an articulation gain of {gain!r}; "
+                              "it must be a number above 0 and at most 5.")
+    model.articulation_gain = float(gain)
+    return model
 
 
 @contextmanager

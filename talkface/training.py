@@ -5,22 +5,13 @@ One script runs the same on a laptop CPU and on N GPUs:
     python train/x.py ...                          # one process, CPU or the first GPU
     torchrun --nproc_per_node=N train/x.py ...     # N processes, DistributedDataParallel
 
-A typical loop:
+Every trainer is the same loop, `Trainer.fit`, around what differs: the models and optimizers, one training
+step, a validation and the checkpoint it writes at the end:
 
     run = setup(seed)
-    model = wrap_ddp(Model(), run); optimizer = ...
-    loader = make_loader(dataset, batch_size, run, seed)
-    state = TrainState()
-    if resume:
-        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer})
-    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos)
-    for epoch in range(state.epoch, epochs):
-        for i, batch in epoch_batches(loader, epoch, state.batch if epoch == state.epoch else 0):
-            ...  # forward, backward, optimizer.step(), log.log(...)
-            state.step += 1
-            if state.step % every == 0:  # the state to resume from is "before batch i + 1 of this epoch"
-                state.epoch, state.batch, state.log_pos = epoch, i + 1, log.position()
-                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
+    trainer = Trainer(run, out, args, argv, {"model": model}, {"opt": optimizer}, desc="A2L")  # resumes
+    trainer.fit(loader, step, validate=lambda: evaluate(model, val_set), lr=lambda s: learning_rate(s, args))
+    config = {..., "training": trainer.record("train_a2l.py")}                                    # rank 0
     teardown(run)
 
 Training state is one safetensors file whose metadata holds the JSON part (step, epoch, RNG states,
@@ -36,8 +27,10 @@ import csv
 import json
 import os
 import random
+import shlex
+import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from talkface.checkpoints import atomic_save_tensors, read_safetensors, unwrap
+from talkface.checkpoints import atomic_save_json, atomic_save_tensors, read_safetensors, unwrap
 from talkface.errors import TalkFaceError
 
 TRAIN_STATE_FORMAT = "talkface-train-state/1"
@@ -456,3 +449,97 @@ def load_training_state(
         seed_everything(run.seed + run.rank + state.step)
         state.batch = state.batch * meta["world_size"] // run.world_size
     return state
+
+
+# the training loop
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One plain gradient step on `loss`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+class Trainer:
+    """The one training loop: resume, logs, progress bar, validation, resumable checkpoints and the training
+    record of the model card. A trainer script brings only what differs (models, step, validation, export).
+
+    Construction resumes from OUT/last.safetensors when ``args.resume`` (refusing other hyper-parameters) and
+    opens OUT/log.csv (every ``args.log_every`` steps) and OUT/val.csv (every ``args.val_every``). ``args``
+    needs ``out``, ``resume``, ``max_steps``, ``log_every``, ``val_every`` and ``save_every``.
+    """
+
+    def __init__(self, run: Run, out: str | os.PathLike, args: Any, argv: list[str], models: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], desc: str):
+        self.run, self.out, self.args, self.argv, self.desc = run, Path(out), args, list(argv), desc
+        self.models, self.optimizers = models, optimizers
+        self.state = TrainState(hparams=vars(args))
+        if args.resume and (self.out / "last.safetensors").exists():
+            self.state = load_training_state(self.out / "last", run, models, optimizers, hparams=vars(args))
+        self.log = CSVLogger(self.out / "log.csv", run, truncate_to=self.state.log_pos if args.resume else 0)
+        self.val_log = CSVLogger(self.out / "val.csv", run,
+                                 truncate_to=self.state.extra.get("val_log_pos", 0) if args.resume else 0)
+        self.seconds = self.state.extra.get("seconds", 0.0)  # training time of earlier sessions, then of all
+        if run.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_save_json({"argv": self.argv, "args": vars(args)}, self.out / "args.json")
+
+    def fit(self, loader: DataLoader, step: Callable[[Any], dict[str, Any]],
+            validate: Callable[[], dict[str, float]] | None = None, lr: Callable[[int], float] | None = None,
+            extra: Callable[[], dict[str, Any]] | None = None, after_step: Callable[[int], None] | None = None
+            ) -> TrainState:
+        """Train until ``args.max_steps``. `step(batch)` does one optimisation step and returns what to log
+        (numbers or one-element tensors, read only when logged); `lr(step)` sets every optimizer's learning rate
+        first; `validate()` runs on rank 0; `extra()` adds to the saved state what a resume needs besides models
+        and optimizers; `after_step(step)` runs after each step (e.g. sample images)."""
+        args, run, state = self.args, self.run, self.state
+        if len(loader) == 0:
+            raise SystemExit(f"fewer than {args.batch_size * run.world_size} training items: lower --batch-size")
+        bar = progress(None, run, total=args.max_steps, initial=state.step, desc=self.desc)
+        start = tic = time.perf_counter()
+        earlier = self.seconds
+        while state.step < args.max_steps:
+            for i, batch in epoch_batches(loader, state.epoch, state.batch):
+                if lr is not None:
+                    for optimizer in self.optimizers.values():
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr(state.step)
+                values = step(batch)
+                state.step += 1
+                bar.update(1)
+                if state.step % args.log_every == 0:
+                    numbers = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+                    rates = {"lr": next(iter(self.optimizers.values())).param_groups[0]["lr"]} if lr else {}
+                    self.log.log(step=state.step, epoch=state.epoch, **numbers, **rates,
+                                 s_per_step=(time.perf_counter() - tic) / args.log_every)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()})
+                    tic = time.perf_counter()
+                if after_step is not None:
+                    after_step(state.step)
+                if run.is_main and validate is not None and state.step % args.val_every == 0:
+                    self.val_log.log(step=state.step, **validate())
+                if state.step % args.save_every == 0 or state.step == args.max_steps:
+                    state.batch, state.log_pos = i + 1, self.log.position()
+                    self.seconds = earlier + time.perf_counter() - start
+                    state.extra.update(val_log_pos=self.val_log.position(), seconds=self.seconds,
+                                       **(extra() if extra else {}))
+                    save_training_state(self.out / "last", run, self.models, self.optimizers, state)
+                if state.step >= args.max_steps:
+                    break
+            else:
+                state.epoch, state.batch = state.epoch + 1, 0
+        bar.close()
+        self.seconds = earlier + time.perf_counter() - start
+        return state
+
+    def record(self, script: str) -> dict[str, Any]:
+        """How the model was trained, for its JSON and model card: command, steps, time, device, settings."""
+        return {
+            "command": f"python train/{script} " + shlex.join(self.argv),
+            "steps": self.state.step,
+            "seconds": self.seconds,
+            "device": str(self.run.device),
+            "processes": self.run.world_size,
+            "args": vars(self.args),
+        }

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
+from talkface.checkpoints import ABLATIONS as A2L_LABELS
 from talkface.checkpoints import load_checkpoint
 from talkface.data.dataset import FrameDataset, LandmarkDataset, landmark_source, read_manifest
 from talkface.data.prepare import read_shard_meta
@@ -59,7 +60,7 @@ from train.train_a2l import evaluate as evaluate_a2l
 from train.train_mi_estimator import evaluate as evaluate_mi
 from train.train_word_detector import evaluate as evaluate_wd
 
-ABLATIONS = {"a2l_baseline": "Baseline", "a2l_wd": "+WD", "a2l_tr": "+TR", "a2l_wd_tr": "+WD+TR"}
+ABLATIONS = {f"a2l_{name}": label for name, label in A2L_LABELS.items()}  # checkpoint stem -> label
 MAX_LAG = 6  # frames each way
 
 

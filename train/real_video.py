@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ import PIL.Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.audio import SAMPLE_RATE
+from talkface.checkpoints import BUNDLED
 from talkface.data.speech import align
-from talkface.face import inter_ocular, track_landmarks
+from talkface.face import AlignedFace, inter_ocular, track_landmarks
 from talkface.metrics import lip_sync_scores
 from talkface.pipeline import ABLATIONS, TalkingFacePipeline
 from talkface.video import contact_sheet, read_video
@@ -104,35 +106,56 @@ def mouth_crop(frame: np.ndarray, points: np.ndarray, size: tuple[int, int] = (1
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def evaluate_clip(pipe: TalkingFacePipeline, clip: Path, names: list[str], work: Path, sheet_frames: int = 10,
-                  **options) -> tuple[dict, np.ndarray]:
-    """Scores of one clip per ablation (frames and A2L landmarks) and its contact sheet."""
-    real_frames, _ = read_video(clip)
-    real = track_landmarks(real_frames)
+@dataclass
+class RealClip:
+    """What a clip gives every run: its frames and dlib's points on them, its speech, phones and photo."""
+
+    name: str
+    frames: np.ndarray  # (T, H, W, 3) RGB
+    points: np.ndarray  # (T, 68, 2) dlib, NaN where no face
+    waveform: np.ndarray  # 16 kHz mono
+    text: str | None
+    phones: list | None  # forced alignment of `text`, None without a transcript or if it failed
+    photo: AlignedFace  # the first frame, aligned as the app aligns a photo
+
+
+def load_clip(pipe: TalkingFacePipeline, clip: Path) -> RealClip:
+    frames, _ = read_video(clip)
     waveform = pipe.load_speech(str(clip))
-    text = transcript(clip)
-    phones = None
+    text, phones = transcript(clip), None
     if text:
         try:
             phones, _ = align(waveform, SAMPLE_RATE, text)
         except ValueError:
             phones = None
-    photo = pipe.align(real_frames[0])
-    scores: dict = {"transcript": text, "aligned": phones is not None, "ablations": {}}
-    picks = np.linspace(0, len(real_frames) - 1, sheet_frames).round().astype(int)
-    rows = [[mouth_crop(real_frames[i], real[i]) for i in picks]]
+    return RealClip(clip.stem, frames, track_landmarks(frames), waveform, text, phones, pipe.align(frames[0]))
+
+
+def generate(pipe: TalkingFacePipeline, clip: RealClip, name: str, work: Path, **options) -> dict:
+    """One ablation on one clip, as the app would make it: its scores (frames, A2L landmarks), frames, points."""
+    result = pipe.run(clip.photo, (SAMPLE_RATE, clip.waveform), a2l=name, out=work / f"{clip.name}_{name}.mp4",
+                      **options)
+    frames, _ = read_video(result.video_path)
+    generated = track_landmarks(frames)
+    return {
+        "frames": lip_sync_scores(generated, clip.points, clip.phones),
+        "landmarks": lip_sync_scores(result.landmarks, clip.points, clip.phones),
+        "frames_without_face": int(np.isnan(generated[:, 0, 0]).sum()),
+        "_video": (frames, generated),
+    }
+
+
+def evaluate_clip(pipe: TalkingFacePipeline, clip: RealClip, names: list[str], work: Path, sheet_frames: int = 10,
+                  **options) -> tuple[dict, np.ndarray]:
+    """Scores of one clip per ablation (frames and A2L landmarks) and its contact sheet."""
+    scores: dict = {"transcript": clip.text, "aligned": clip.phones is not None, "ablations": {},
+                    "real_frames_without_face": int(np.isnan(clip.points[:, 0, 0]).sum())}
+    picks = np.linspace(0, len(clip.frames) - 1, sheet_frames).round().astype(int)
+    rows = [[mouth_crop(clip.frames[i], clip.points[i]) for i in picks]]
     for name in names:
-        result = pipe.run(photo, (SAMPLE_RATE, waveform), a2l=name, out=work / f"{clip.stem}_{name}.mp4", **options)
-        frames, _ = read_video(result.video_path)
-        generated = track_landmarks(frames)
-        scores["ablations"][name] = {
-            "frames": lip_sync_scores(generated, real, phones),
-            "landmarks": lip_sync_scores(result.landmarks, real, phones),
-            "frames_without_face": int(np.isnan(generated[:, 0, 0]).sum()),
-        }
-        rows.append([mouth_crop(frames[min(i, len(frames) - 1)], generated[min(i, len(frames) - 1)])
-                     for i in picks])
-    scores["real_frames_without_face"] = int(np.isnan(real[:, 0, 0]).sum())
+        scores["ablations"][name] = generate(pipe, clip, name, work, **options)
+        frames, points = scores["ablations"][name].pop("_video")
+        rows.append([mouth_crop(frames[min(i, len(frames) - 1)], points[min(i, len(frames) - 1)]) for i in picks])
     return scores, contact_sheet(rows, ["real"] + [ABLATIONS[n] for n in names])
 
 
@@ -192,11 +215,12 @@ def evaluate_real(root: str | Path, checkpoints: str | Path | None = None, out: 
     pipe = TalkingFacePipeline.from_pretrained(names[0], checkpoint_dir=checkpoints)
     per_clip = {}
     with tempfile.TemporaryDirectory(prefix="talkface-real-") as work:
-        for clip in clips:
-            per_clip[clip.stem], sheet = evaluate_clip(pipe, clip, names, Path(work), **options)
-            PIL.Image.fromarray(sheet).save(out / f"contact_{clip.stem}.jpg", quality=85)
-            row = per_clip[clip.stem]["ablations"]
-            print(f"{clip.stem}: " + ", ".join(f"{ABLATIONS[n]} corr {row[n]['frames']['corr']:.2f} "
+        for path in clips:
+            clip = load_clip(pipe, path)
+            per_clip[clip.name], sheet = evaluate_clip(pipe, clip, names, Path(work), **options)
+            PIL.Image.fromarray(sheet).save(out / f"contact_{clip.name}.jpg", quality=85)
+            row = per_clip[clip.name]["ablations"]
+            print(f"{clip.name}: " + ", ".join(f"{ABLATIONS[n]} corr {row[n]['frames']['corr']:.2f} "
                                                 f"range {row[n]['frames']['range_ratio']:.2f}" for n in names),
                   flush=True)
     results = {"clips": per_clip, "summary": summarise(per_clip, names), "options": options,
@@ -206,6 +230,50 @@ def evaluate_real(root: str | Path, checkpoints: str | Path | None = None, out: 
     (out / "results.md").write_text(text)
     print(text)
     return results
+
+
+def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names: list[str], gains: list[float],
+              command: str = "") -> dict[str, float]:
+    """Choose each A2L checkpoint's articulation gain on real clips and write it into its JSON
+    (``articulation_gain``, which the pipeline multiplies by the user's articulation).
+
+    Every gain is tried through the whole pipeline; the rule is the issue's range target: the gain that puts the
+    most clips' opening range ratio within 0.8-1.25, ties going to the higher mean opening correlation. Writes
+    ``calibration.md`` (every gain's figures) to `out`. Hand-set parameters only: no weight changes."""
+    from talkface.checkpoints import atomic_save_json
+
+    checkpoints, out = Path(checkpoints), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = TalkingFacePipeline.from_pretrained(names[0], checkpoint_dir=checkpoints)
+    head = "| A2L | gain | opening corr. | range ratio | mouth-shape dist. | /p b m/ | range in 0.8-1.25 |"
+    chosen, lines = {}, [f"Measured with `{command}`; GRID clips (Cooke et al. 2006, CC BY 4.0).", "", head,
+                         "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory(prefix="talkface-calibrate-") as work:
+        clips = [load_clip(pipe, path) for path in real_clips(root)]
+        for name in names:
+            model, tried = pipe.a2l_model(name), {}
+            for gain in gains:
+                model.articulation_gain = gain
+                rows = [generate(pipe, clip, name, Path(work))["frames"] for clip in clips]
+                mean = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in COLUMNS}
+                mean["range_ok"] = sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows)
+                tried[gain] = mean
+                lines.append(f"| {ABLATIONS[name]} | {gain:g} | {mean['corr']:.2f} | {mean['range_ratio']:.2f} | "
+                             f"{mean['shape_distance']:.2f} | {mean['bilabial']:.2f} | {mean['range_ok']} of "
+                             f"{len(rows)} |")
+                print(lines[-1], flush=True)
+            chosen[name] = max(tried, key=lambda g: (tried[g]["range_ok"], tried[g]["corr"]))
+            json_path = checkpoints / f"a2l_{name}.json"
+            config = json.loads(json_path.read_text())
+            config["articulation_gain"] = chosen[name]
+            config["articulation_calibration"] = {"command": command, "clips": [c.name for c in clips],
+                                                  **{k: round(v, 4) for k, v in tried[chosen[name]].items()}}
+            atomic_save_json(config, json_path)
+    lines += ["", "Chosen (written into each checkpoint's JSON): "
+              + ", ".join(f"{ABLATIONS[n]} {g:g}" for n, g in chosen.items()) + "."]
+    (out / "calibration.md").write_text("\n".join(lines) + "\n")
+    print(lines[-1])
+    return chosen
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -223,9 +291,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("root", help="a clip, or a folder of GRID .mpg / .mp4 clips with their speech")
     p.add_argument("--checkpoints", default=None, help="checkpoint folder (default: the bundled ones)")
     p.add_argument("--out", default="eval/real")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose each A2L checkpoint's articulation gain (--gains) and write it into its JSON")
+    p.add_argument("--gains", default="1,1.2,1.4,1.6,1.8,2,2.2,2.4", help="gains --calibrate tries")
     add_arguments(p)
     args = p.parse_args(argv)
     command = "python train/real_video.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.calibrate:
+        return calibrate(args.root, args.checkpoints or BUNDLED, args.out, args.ablations.split(","),
+                         [float(g) for g in args.gains.split(",")], command)
     return evaluate_real(args.root, args.checkpoints, args.out, args.ablations.split(","), command,
                          **run_options(args))
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -45,7 +44,6 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import (
-    atomic_save_json,
     bundled,
     load_checkpoint,
     load_state_dict_checked,
@@ -58,23 +56,9 @@ from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, 
 from talkface.metrics import lmd
 from talkface.models.a2l import LandmarkPredictor
 from talkface.models.mi_estimator import mine_lower_bound
-from talkface.training import (
-    CSVLogger,
-    Run,
-    TrainState,
-    epoch_batches,
-    freeze,
-    load_training_state,
-    make_loader,
-    progress,
-    save_training_state,
-    setup,
-    teardown,
-    wrap_ddp,
-)
+from talkface.training import Run, Trainer, freeze, make_loader, optimizer_step, setup, teardown, wrap_ddp
 from train.landmark_data import (
     add_common_args,
-    command_line,
     data_record,
     features,
     learning_rate,
@@ -184,64 +168,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     model = wrap_ddp(predictor, run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
-    if len(loader) == 0:
-        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
-    state = TrainState(hparams=vars(args))
-    if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, hparams=vars(args))
-    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
-    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
-    if run.is_main:
-        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+    trainer = Trainer(run, out, args, argv, {"model": model}, {"opt": optimizer}, desc=name)
 
-    bar = progress(None, run, total=args.max_steps, initial=state.step, desc=name)
-    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
-    start = tic
-    while state.step < args.max_steps:
-        for i, items in epoch_batches(loader, state.epoch, state.batch):
-            batch = to_batch(items, run.device)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(state.step, args)
-            pred = model(batch.mfcc, batch.ref)
-            losses = {"l_rec": landmark_l2(pred, batch.landmarks)}
-            if args.lambda_wd > 0:
-                losses["l_wd"] = word_loss(detector, pred, batch.words)
-            if args.lambda_tr > 0:
-                losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred,
-                                                        batch.landmarks if args.tr_hinge else None)
-            total = (
-                losses["l_rec"] + args.lambda_wd * losses.get("l_wd", 0.0) + args.lambda_tr * losses.get("l_tr", 0.0)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            state.step += 1
-            bar.update(1)
-            if state.step % args.log_every == 0:
-                values = {k: v.item() for k, v in losses.items()}
-                log.log(
-                    step=state.step,
-                    epoch=state.epoch,
-                    loss=total.item(),
-                    **values,
-                    lr=optimizer.param_groups[0]["lr"],
-                    s_per_step=(time.perf_counter() - tic) / args.log_every,
-                )
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
-                tic = time.perf_counter()
-            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
-                val_log.log(
-                    step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size, detector, estimator)
-                )
-            if state.step % args.save_every == 0 or state.step == args.max_steps:
-                state.batch, state.log_pos = i + 1, log.position()
-                state.extra.update(val_log_pos=val_log.position(), seconds=seconds + time.perf_counter() - start)
-                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch, state.batch = state.epoch + 1, 0
-    bar.close()
+    def step(items) -> dict[str, torch.Tensor]:
+        batch = to_batch(items, run.device)
+        pred = model(batch.mfcc, batch.ref)
+        losses = {"l_rec": landmark_l2(pred, batch.landmarks)}
+        if args.lambda_wd > 0:
+            losses["l_wd"] = word_loss(detector, pred, batch.words)
+        if args.lambda_tr > 0:
+            losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred,
+                                                    batch.landmarks if args.tr_hinge else None)
+        total = losses["l_rec"] + args.lambda_wd * losses.get("l_wd", 0.0) + args.lambda_tr * losses.get("l_tr", 0.0)
+        optimizer_step(optimizer, total)
+        return {"loss": total, **losses}
+
+    def validate() -> dict[str, float]:
+        return evaluate(model, evaluation["val"], run, args.batch_size, detector, estimator)
+
+    trainer.fit(loader, step, validate if "val" in evaluation else None, lr=lambda s: learning_rate(s, args))
 
     metrics: dict[str, dict[str, float]] = {}
     if run.is_main:
@@ -262,14 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 "word_detector": args.detector if detector else None,
                 "mi_estimator": args.estimator if estimator else None,
             },
-            "training": {
-                "command": command_line("train_a2l.py", argv),
-                "steps": state.step,
-                "seconds": seconds + time.perf_counter() - start,
-                "device": str(run.device),
-                "processes": run.world_size,
-                "args": vars(args),
-            },
+            "training": trainer.record("train_a2l.py"),
             "data": data_record(manifest),
             "metrics": metrics,
         }

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -35,7 +33,7 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import atomic_save_json, load_checkpoint, save_checkpoint, unwrap
+from talkface.checkpoints import load_checkpoint, save_checkpoint, unwrap
 from talkface.data.dataset import FrameDataset, read_manifest
 from talkface.face import CROP_SIZE, MIRROR, MOUTH
 from talkface.heatmaps import NUM_CHANNELS, heatmap_image
@@ -51,14 +49,9 @@ from talkface.models.l2f import (
     generator_heatmaps,
 )
 from talkface.training import (
-    CSVLogger,
     Run,
-    TrainState,
-    epoch_batches,
-    load_training_state,
+    Trainer,
     make_loader,
-    progress,
-    save_training_state,
     setup,
     teardown,
     wrap_ddp,
@@ -357,11 +350,12 @@ def evaluate(model: L2FModel, dataset: Dataset, indices: list[int], with_lmd: bo
 # the shippable checkpoint
 
 
-def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict, state: TrainState,
-           metrics: dict[str, float], argv: list[str]) -> Path:
-    """fp16 safetensors + JSON (how to rebuild G and render its heatmaps) + a model card in Markdown."""
+def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict, training: dict,
+           metrics: dict[str, float]) -> Path:
+    """fp16 safetensors + JSON (how to rebuild G and render its heatmaps) + a model card in Markdown; `training`
+    is ``Trainer.record``."""
     gen = unwrap(model.net_G)
-    command = "python train/train_l2f.py " + shlex.join(argv)
+    command = training["command"]
     config = {
         "stage": "l2f",
         # what the pipeline needs to draw the generator's input as in training
@@ -369,7 +363,7 @@ def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict,
         "heatmap_sigma": args.sigma,
         "heatmap_channels": NUM_CHANNELS,
         "heatmap_scale": HEATMAP_SCALE,
-        "training": {"command": command, "steps": state.step, "args": vars(args)},
+        "training": training,
         "data": {**{k: manifest.get(k) for k in ("dataset", "clip_list_hash", "listed_clips")},
                  "clips": {name: split["clips"] for name, split in manifest.get("splits", {}).items()}},
         "metrics": metrics,
@@ -386,7 +380,7 @@ def export(out: Path, model: L2FModel, args: argparse.Namespace, manifest: dict,
         f"- Mode: `{args.mode}`{' with the landmark flow' if args.landmark_flow else ''}; identity frame "
         f"`{args.identity_frame}`{f'; fine-tuned from `{args.init}`' if args.init else ''}; size preset "
         f"`{args.size}`; {params / 1e6:.2f} M parameters, {size_mb:.1f} MB (fp16).",
-        f"- Trained {state.step} steps, batch {args.batch_size} per process, Adam lr {args.lr}, "
+        f"- Trained {training['steps']} steps, batch {args.batch_size} per process, Adam lr {args.lr}, "
         f"λ_L1 = {args.lambda_l1}, λ_lip = {args.lambda_lip}, λ_adv = {args.lambda_adv} ({args.gan_mode}).",
         f"- Data: `{manifest.get('dataset')}` cache, clip list hash `{manifest.get('clip_list_hash')}`; "
         f"augmentation {'off' if args.no_augment else 'on (similarity, flip, colour, lighting)'}.",
@@ -423,48 +417,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_set, val_set, manifest = load_data(args.cache, args.identity_frame)
     model = L2FModel(args, run)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
-    if len(loader) == 0:
-        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training frames: lower --batch-size")
-    state = TrainState(hparams=vars(args))
-    nets = {"G": model.net_G, "D": model.net_D}
-    opts = {"G": model.opt_G, "D": model.opt_D}
-    if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, nets, opts, hparams=vars(args))
-    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
-    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
+    trainer = Trainer(run, out, args, argv, {"G": model.net_G, "D": model.net_D}, {"G": model.opt_G, "D": model.opt_D},
+                      desc="L2F")
     val_indices = spread_indices(val_set, args.val_frames) if val_set is not None else []
-    if run.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
 
-    bar = progress(None, run, total=args.max_steps, initial=state.step, desc="L2F")
-    tic = time.perf_counter()
-    while state.step < args.max_steps:
-        epoch_start = state.batch
-        for i, batch in epoch_batches(loader, state.epoch, epoch_start):
-            model.set_input(batch)
-            model.optimize_parameters()
-            state.step += 1
-            bar.update(1)
-            if state.step % args.log_every == 0:
-                row = {"step": state.step, "epoch": state.epoch, **model.losses,
-                       "s_per_step": (time.perf_counter() - tic) / args.log_every}
-                log.log(**row)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in model.losses.items()})
-                tic = time.perf_counter()
-            if run.is_main and state.step % args.sample_every == 0:
-                save_grid(out / "samples" / f"step_{state.step:07d}.png", model.visuals())
-            if run.is_main and val_indices and state.step % args.val_every == 0:
-                val_log.log(step=state.step, **evaluate(model, val_set, val_indices))
-            if state.step % args.save_every == 0 or state.step == args.max_steps:
-                state.batch, state.log_pos = i + 1, log.position()
-                state.extra["val_log_pos"] = val_log.position()
-                save_training_state(out / "last", run, nets, opts, state)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch, state.batch = state.epoch + 1, 0
-    bar.close()
+    def step(batch) -> dict[str, float]:
+        model.set_input(batch)
+        model.optimize_parameters()
+        return model.losses
+
+    def sample(step: int) -> None:
+        if run.is_main and step % args.sample_every == 0:
+            save_grid(out / "samples" / f"step_{step:07d}.png", model.visuals())
+
+    trainer.fit(loader, step, (lambda: evaluate(model, val_set, val_indices)) if val_indices else None,
+                after_step=sample)
 
     metrics: dict[str, float] = {}
     if run.is_main:
@@ -474,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 lmd_metrics = evaluate(model, val_set, spread_indices(val_set, args.lmd_frames), with_lmd=True)
                 metrics.update(lmd=lmd_metrics["lmd"], lmd_mouth=lmd_metrics["lmd_mouth"])
         save_grid(out / "samples" / "final.png", model.visuals())
-        stem = export(out, model, args, manifest, state, metrics, argv)
+        stem = export(out, model, args, manifest, trainer.record("train_l2f.py"), metrics)
         print(f"wrote {stem}.safetensors/.json/.md; validation: {metrics}")
     teardown(run)
     return metrics

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,24 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
+from talkface.checkpoints import save_checkpoint, unwrap
 from talkface.models.mi_estimator import MIEstimator, mine_lower_bound
-from talkface.training import (
-    CSVLogger,
-    Run,
-    TrainState,
-    epoch_batches,
-    load_training_state,
-    make_loader,
-    progress,
-    save_training_state,
-    setup,
-    teardown,
-    wrap_ddp,
-)
+from talkface.training import Run, Trainer, make_loader, optimizer_step, setup, teardown, wrap_ddp
 from train.landmark_data import (
     add_common_args,
-    command_line,
     data_record,
     features,
     learning_rate,
@@ -97,56 +83,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     model = wrap_ddp(MIEstimator(**SIZES[args.size]), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
-    if len(loader) == 0:
-        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
-    state = TrainState(hparams=vars(args))
-    if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, hparams=vars(args))
-    ema = torch.tensor(state.extra["ema"], device=run.device) if "ema" in state.extra else None
-    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
-    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
-    if run.is_main:
-        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+    trainer = Trainer(run, out, args, argv, {"model": model}, {"opt": optimizer}, desc="MI estimator")
+    # MINE's moving average of the marginal term, carried across steps and resumes
+    ema = torch.tensor(trainer.state.extra["ema"], device=run.device) if "ema" in trainer.state.extra else None
 
-    bar = progress(None, run, total=args.max_steps, initial=state.step, desc="MI estimator")
-    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
-    start = tic
-    while state.step < args.max_steps:
-        for i, items in epoch_batches(loader, state.epoch, state.batch):
-            batch = to_batch(items, run.device)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(state.step, args)
-            mi, loss, ema = mine_lower_bound(*model(batch.mfcc, batch.landmarks), ema, args.ema_rate)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state.step += 1
-            bar.update(1)
-            if state.step % args.log_every == 0:
-                log.log(
-                    step=state.step,
-                    epoch=state.epoch,
-                    mi=mi.item(),
-                    loss=loss.item(),
-                    ema=ema.item(),
-                    lr=optimizer.param_groups[0]["lr"],
-                    s_per_step=(time.perf_counter() - tic) / args.log_every,
-                )
-                bar.set_postfix(mi=f"{mi.item():.3f}")
-                tic = time.perf_counter()
-            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
-                val_log.log(step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size))
-            if state.step % args.save_every == 0 or state.step == args.max_steps:
-                state.batch, state.log_pos = i + 1, log.position()
-                state.extra.update(
-                    val_log_pos=val_log.position(), ema=ema.item(), seconds=seconds + time.perf_counter() - start
-                )
-                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch, state.batch = state.epoch + 1, 0
-    bar.close()
+    def step(items) -> dict[str, torch.Tensor]:
+        nonlocal ema
+        batch = to_batch(items, run.device)
+        mi, loss, ema = mine_lower_bound(*model(batch.mfcc, batch.landmarks), ema, args.ema_rate)
+        optimizer_step(optimizer, loss)
+        return {"mi": mi, "loss": loss, "ema": ema}
+
+    def validate() -> dict[str, float]:
+        return evaluate(model, evaluation["val"], run, args.batch_size)
+
+    trainer.fit(loader, step, validate if "val" in evaluation else None, lr=lambda s: learning_rate(s, args),
+                extra=lambda: {"ema": ema.item()})
 
     metrics: dict[str, dict[str, float]] = {}
     if run.is_main:
@@ -156,14 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "stage": "mi_estimator",
             "features": features(manifest),
             "input": "a clip's MFCC windows and landmarks; the estimator takes their frame-to-frame residuals",
-            "training": {
-                "command": command_line("train_mi_estimator.py", argv),
-                "steps": state.step,
-                "seconds": seconds + time.perf_counter() - start,
-                "device": str(run.device),
-                "processes": run.world_size,
-                "args": vars(args),
-            },
+            "training": trainer.record("train_mi_estimator.py"),
             "data": data_record(manifest),
             "metrics": metrics,
         }

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,25 +32,12 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from talkface.checkpoints import atomic_save_json, save_checkpoint, unwrap
+from talkface.checkpoints import save_checkpoint, unwrap
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
-from talkface.training import (
-    CSVLogger,
-    Run,
-    TrainState,
-    epoch_batches,
-    load_training_state,
-    make_loader,
-    progress,
-    save_training_state,
-    setup,
-    teardown,
-    wrap_ddp,
-)
+from talkface.training import Run, Trainer, make_loader, optimizer_step, setup, teardown, wrap_ddp
 from train.landmark_data import (
     add_common_args,
-    command_line,
     data_record,
     features,
     learning_rate,
@@ -126,57 +112,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     model = wrap_ddp(WordDetector(**kwargs), run)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = make_loader(train_set, args.batch_size, run, args.seed, num_workers=args.num_workers)
-    if len(loader) == 0:
-        raise SystemExit(f"fewer than {args.batch_size * run.world_size} training clips: lower --batch-size")
-    state = TrainState(hparams=vars(args))
-    if args.resume and (out / "last.safetensors").exists():
-        state = load_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, hparams=vars(args))
-    log = CSVLogger(out / "log.csv", run, truncate_to=state.log_pos if args.resume else 0)
-    val_log = CSVLogger(out / "val.csv", run, truncate_to=state.extra.get("val_log_pos", 0) if args.resume else 0)
-    if run.is_main:
-        atomic_save_json({"argv": argv, "args": vars(args)}, out / "args.json")
+    trainer = Trainer(run, out, args, argv, {"model": model}, {"opt": optimizer}, desc="word detector")
 
-    bar = progress(None, run, total=args.max_steps, initial=state.step, desc="word detector")
-    seconds, tic = state.extra.get("seconds", 0.0), time.perf_counter()  # training time of earlier sessions
-    start = tic
-    while state.step < args.max_steps:
-        for i, items in epoch_batches(loader, state.epoch, state.batch):
-            batch = to_batch(items, run.device)
-            clips = random_blur(stretch(random_amplitude(batch.landmarks, args.amplitude), args.stretch), args.blur)
-            landmarks = centre_frames(clips) if args.no_shift else random_windows(clips)
-            landmarks = landmarks + args.noise * torch.randn_like(landmarks)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(state.step, args)
-            logits = model(landmarks)
-            loss = F.cross_entropy(logits, batch.words)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state.step += 1
-            bar.update(1)
-            if state.step % args.log_every == 0:
-                accuracy = (logits.argmax(1) == batch.words).float().mean().item()
-                log.log(
-                    step=state.step,
-                    epoch=state.epoch,
-                    loss=loss.item(),
-                    accuracy=accuracy,
-                    lr=optimizer.param_groups[0]["lr"],
-                    s_per_step=(time.perf_counter() - tic) / args.log_every,
-                )
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
-                tic = time.perf_counter()
-            if run.is_main and "val" in evaluation and state.step % args.val_every == 0:
-                val_log.log(step=state.step, **evaluate(model, evaluation["val"], run, args.batch_size))
-            if state.step % args.save_every == 0 or state.step == args.max_steps:
-                state.batch, state.log_pos = i + 1, log.position()
-                state.extra.update(val_log_pos=val_log.position(), seconds=seconds + time.perf_counter() - start)
-                save_training_state(out / "last", run, {"model": model}, {"opt": optimizer}, state)
-            if state.step >= args.max_steps:
-                break
-        else:
-            state.epoch, state.batch = state.epoch + 1, 0
-    bar.close()
+    def step(items) -> dict[str, torch.Tensor]:
+        batch = to_batch(items, run.device)
+        clips = random_blur(stretch(random_amplitude(batch.landmarks, args.amplitude), args.stretch), args.blur)
+        landmarks = centre_frames(clips) if args.no_shift else random_windows(clips)
+        landmarks = landmarks + args.noise * torch.randn_like(landmarks)
+        logits = model(landmarks)
+        loss = F.cross_entropy(logits, batch.words)
+        optimizer_step(optimizer, loss)
+        return {"loss": loss, "accuracy": (logits.argmax(1) == batch.words).float().mean()}
+
+    def validate() -> dict[str, float]:
+        return evaluate(model, evaluation["val"], run, args.batch_size)
+
+    trainer.fit(loader, step, validate if "val" in evaluation else None, lr=lambda s: learning_rate(s, args))
 
     metrics: dict[str, dict[str, float]] = {}
     if run.is_main:
@@ -187,14 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "features": features(manifest),
             "input": f"the centre {WORD_FRAMES} frames of a clip's landmarks",
             "vocabulary": manifest["vocabulary"],
-            "training": {
-                "command": command_line("train_word_detector.py", argv),
-                "steps": state.step,
-                "seconds": seconds + time.perf_counter() - start,
-                "device": str(run.device),
-                "processes": run.world_size,
-                "args": vars(args),
-            },
+            "training": trainer.record("train_word_detector.py"),
             "data": data_record(manifest),
             "metrics": metrics,
         }
