@@ -27,6 +27,7 @@ import cv2
 import gradio as gr
 
 from talkface.audio import SAMPLE_RATE
+from talkface.drawing import aligned_preview, mouth_opening_figure
 from talkface.errors import TalkFaceError
 from talkface.pipeline import (
     ABLATIONS,
@@ -34,9 +35,7 @@ from talkface.pipeline import (
     MAX_ARTICULATION,
     TalkingFacePipeline,
     ablation,
-    aligned_preview,
     missing_checkpoints,
-    mouth_opening_figure,
     switches,
 )
 

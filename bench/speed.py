@@ -56,7 +56,8 @@ from bench.harness import (
 from talkface.audio import FPS, SAMPLE_RATE, mfcc_windows
 from talkface.face import CROP_SIZE
 from talkface.heatmaps import _SEGMENTS, NUM_CHANNELS, PARTS, render_heatmaps
-from talkface.pipeline import L2FRenderer, PreparedIdentity, TalkingFacePipeline
+from talkface.pipeline import TalkingFacePipeline
+from talkface.renderer import L2FRenderer, PreparedIdentity
 from talkface.video import VideoWriter
 
 SECTION = "speed"

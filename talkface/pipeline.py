@@ -20,22 +20,18 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-import cv2
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 
+from talkface import drawing
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.data.lrw import lrw_vocabulary
 from talkface.errors import CheckpointError, FaceError, TalkFaceError
 from talkface.face import (
-    CROP_SIZE,
     AlignedFace,
     align_face,
     denormalise_landmarks,
@@ -43,9 +39,8 @@ from talkface.face import (
     mouth_opening,
     normalise_landmarks,
 )
-from talkface.heatmaps import draw_landmarks, heatmap_image
 from talkface.losses import WORD_FRAMES
-from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, generator_heatmaps
+from talkface.renderer import L2FRenderer
 from talkface.video import VideoWriter
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
@@ -56,6 +51,8 @@ WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
 
 Progress = Callable[[float, str], None]
+__all__ = ["ABLATIONS", "DEFAULT_A2L", "MAX_ARTICULATION", "TalkingFacePipeline", "TalkingFaceResult", "ablation",
+           "articulate", "missing_checkpoints", "switches"]
 
 
 _SWITCHES = {(False, False): "baseline", (True, False): "wd", (False, True): "tr", (True, True): "wd_tr"}
@@ -106,7 +103,7 @@ class PreviewFrame:
 
     def panel(self) -> np.ndarray:
         """Landmarks | heatmaps | frame, side by side and labelled, as in the panel video."""
-        return _panel(self.landmarks, self.heatmaps, self.frame)
+        return drawing.panel(self.landmarks, self.heatmaps, self.frame)
 
 
 @dataclass
@@ -136,94 +133,6 @@ class TalkingFaceResult:
     @property
     def duration(self) -> float:
         return len(self.waveform) / SAMPLE_RATE
-
-
-# L2F as one unit: heatmaps drawn as in training, then the generator
-
-
-class PreparedIdentity(NamedTuple):
-    """What L2F needs of the identity photo, computed once per request (``L2FRenderer.prepare``)."""
-
-    photo: torch.Tensor  # (1, 3, S, S) in [-1, 1]
-    heatmaps: torch.Tensor | None  # (1, C, h, h), when the generator reads them
-    landmarks: torch.Tensor | None  # (1, 68, 2) in the generator's pixels, when it warps by landmark_flow
-
-
-class L2FRenderer:
-    """Landmarks (pixels of the 256 aligned crop) -> frames, drawing the generator's heatmaps exactly as
-    train/train_l2f.py does (frames of `image_size`, heatmaps at `heatmap_scale` of that, ridge `heatmap_sigma`
-    crop pixels). The pipeline streams through it and train/evaluate.py scores it: one definition for both.
-    """
-
-    def __init__(self, generator: nn.Module, *, image_size: int = CROP_SIZE, heatmap_sigma: float = HEATMAP_SIGMA,
-                 heatmap_scale: float = HEATMAP_SCALE, device: str | torch.device | None = None):
-        self.device = torch.device(device) if device is not None else next(generator.parameters()).device
-        # channels_last: about a quarter faster on CPU for the same numbers (tests/test_models_l2f.py)
-        self.generator = generator.to(self.device, memory_format=torch.channels_last).eval()
-        self.image_size = image_size
-        self.heatmap_scale = heatmap_scale
-        self.heatmap_sigma = heatmap_sigma
-
-    @classmethod
-    def from_checkpoint(cls, stem: str | os.PathLike, device: str | torch.device | None = None) -> L2FRenderer:
-        """The `l2f` checkpoint with the drawing settings its JSON records (CheckpointError if unusable)."""
-        generator, config = load_checkpoint(stem, device=device)
-        return cls(generator, image_size=int(config.get("image_size", CROP_SIZE)),
-                   heatmap_sigma=float(config.get("heatmap_sigma", HEATMAP_SIGMA)),
-                   heatmap_scale=float(config.get("heatmap_scale", HEATMAP_SCALE)), device=device)
-
-    def pixels(self, landmarks: torch.Tensor) -> torch.Tensor:
-        """Crop pixels -> pixels of the generator's frame (pixel centres on integers in both), on the device."""
-        k = self.image_size / CROP_SIZE
-        return (landmarks.to(self.device, torch.float32) + 0.5) * k - 0.5
-
-    def heatmaps(self, landmarks: torch.Tensor) -> torch.Tensor:
-        """(N, 68, 2) crop pixels -> (N, C, h, h) heatmaps at the resolution the generator reads, on the device."""
-        return generator_heatmaps(self.pixels(landmarks), self.image_size, self.heatmap_sigma, self.heatmap_scale)
-
-    def prepare(self, identity: torch.Tensor, identity_landmarks: torch.Tensor) -> PreparedIdentity:
-        """The per-identity inputs, computed once: the photo (3, H, W) in [-1, 1] at the generator's size
-        (1, 3, S, S), its own heatmaps (None if the generator does not read them) and its landmarks in the
-        generator's pixels (None unless the generator warps by ``landmark_flow``)."""
-        photo = identity.to(self.device, torch.float32)[None]
-        if photo.shape[-1] != self.image_size:
-            photo = F.interpolate(photo, size=(self.image_size, self.image_size), mode="area")
-        maps = self.heatmaps(identity_landmarks[None]) if self.generator.use_identity_heatmaps else None
-        points = self.pixels(identity_landmarks[None]) if getattr(self.generator, "landmark_flow", False) else None
-        return PreparedIdentity(photo, maps, points)
-
-    def generator_inputs(self, prepared: PreparedIdentity, heatmaps: torch.Tensor,
-                         landmarks: torch.Tensor | None = None,
-                         memory_format: torch.memory_format = torch.channels_last) -> tuple[tuple, dict]:
-        """The generator's positional and keyword arguments for a batch of (N, C, h, h) target heatmaps drawn
-        from (N, 68, 2) crop-pixel ``landmarks``; those are needed only by a generator that warps by
-        ``landmark_flow``. channels_last: about a quarter faster on CPU for the same numbers."""
-        photo, maps, points = prepared
-        n = len(heatmaps)
-        args = (photo.expand(n, -1, -1, -1).contiguous(memory_format=memory_format),
-                heatmaps.contiguous(memory_format=memory_format),
-                None if maps is None else maps.expand(n, -1, -1, -1).contiguous(memory_format=memory_format))
-        if points is None:
-            return args, {}
-        if landmarks is None:
-            raise ValueError("this generator warps by the landmarks: pass them to generate()")
-        return args, {"landmarks": self.pixels(landmarks), "identity_landmarks": points.expand(n, -1, -1)}
-
-    def generate(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-        """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1]."""
-        args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
-        return self.generator(*args, **kwargs)
-
-    @torch.inference_mode()
-    def __call__(self, identity: torch.Tensor, identity_landmarks: torch.Tensor, landmarks: torch.Tensor
-                 ) -> torch.Tensor:
-        """Frames (N, 3, H, W) in [-1, 1] for landmarks (N, 68, 2), at the identity photo's resolution H x W
-        (resized from the generator's when they differ, so they compare with real frames)."""
-        frames = self.generate(self.prepare(identity, identity_landmarks), self.heatmaps(landmarks), landmarks)
-        if frames.shape[-2:] != identity.shape[-2:]:
-            frames = F.interpolate(frames, size=identity.shape[-2:], mode="bilinear", align_corners=False)
-        return frames
 
 
 # the pipeline
@@ -423,7 +332,7 @@ class TalkingFacePipeline:
                 return stack.enter_context(VideoWriter(path, (width, height), FPS, waveform, SAMPLE_RATE))
 
             main = writer(video, s, s)
-            panel = writer(panel_video, 3 * s, s + _caption_height(s)) if panel_video else None
+            panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
             grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
             for start in range(0, num_frames, batch_size):
                 end = min(start + batch_size, num_frames)
@@ -443,14 +352,15 @@ class TalkingFacePipeline:
                         t = start + i
                         if panel is None and t not in keep:
                             continue
-                        parts = (_draw_track(tracks[name][t], s), _heatmap_picture(maps[i], s), frames[name][i])
+                        parts = (drawing.draw_track(tracks[name][t], s), drawing.heatmap_picture(maps[i], s),
+                                 frames[name][i])
                         if panel is not None:
-                            panel.write(_panel(*parts))
+                            panel.write(drawing.panel(*parts))
                         if t in keep:
                             preview.append(PreviewFrame(t, *parts))
                     if grid is not None:
                         for i in range(end - start):
-                            grid.write(_grid([_label(frames[k][i], ABLATIONS[k]) for k in ABLATIONS]))
+                            grid.write(drawing.grid([drawing.label(frames[k][i], ABLATIONS[k]) for k in ABLATIONS]))
             report(0.99, "Finishing the video")
             with _timed(seconds, "video"):
                 stack.close()  # flush the encoders and move the finished files into place
@@ -485,87 +395,4 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU."""
     return ((frames + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-
-def _heatmap_picture(heatmaps: torch.Tensor, size: int) -> np.ndarray:
-    """The generator's heatmap input, coloured by facial part, at the frame's size."""
-    picture = heatmap_image(heatmaps)
-    return picture if picture.shape[0] == size else cv2.resize(picture, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
-def _draw_track(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Landmarks (crop pixels) drawn on black at `size` x `size`."""
-    scale = size / CROP_SIZE
-    scaled = (landmarks + 0.5) * scale - 0.5  # pixel centres map like an image resize
-    return draw_landmarks(np.zeros((size, size, 3), np.uint8), scaled, points=size >= 128)
-
-
-def _put_text(canvas: np.ndarray, text: str, centre_x: int, baseline_y: int, max_width: int, max_height: int
-              ) -> None:
-    """Draw white text with a dark outline, as large as fits in max_width x max_height (any frame size)."""
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    (w, h), _ = cv2.getTextSize(text, font, 1.0, 1)
-    scale = min(max_width / w, max_height / h)
-    thickness = max(1, round(scale * 1.5))
-    (w, _), _ = cv2.getTextSize(text, font, scale, thickness)
-    org = (centre_x - w // 2, baseline_y)
-    cv2.putText(canvas, text, org, font, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(canvas, text, org, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-
-
-def _label(image: np.ndarray, text: str) -> np.ndarray:
-    """`image` with `text` along its top edge (the comparison grid's cells)."""
-    out = image.copy()
-    s = image.shape[0]
-    _put_text(out, text, image.shape[1] // 2, s // 10, image.shape[1] * 3 // 5, s // 14)
-    return out
-
-
-def _caption_height(size: int) -> int:
-    """Height of the panel video's caption strip: even, as H.264's 4:2:0 needs for the whole frame."""
-    return 2 * max(6, size // 24)
-
-
-def _panel(landmarks: np.ndarray, heatmaps: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """Landmarks | heatmaps | frame under a caption strip."""
-    s = frame.shape[0]
-    strip = np.full((_caption_height(s), 3 * s, 3), 40, np.uint8)
-    for i, text in enumerate(("landmarks", "heatmaps", "frame")):
-        _put_text(strip, text, i * s + s // 2, strip.shape[0] * 4 // 5, s * 3 // 4, strip.shape[0] * 3 // 5)
-    return np.concatenate([strip, np.concatenate([landmarks, heatmaps, frame], axis=1)], axis=0)
-
-
-def _grid(images: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.concatenate(images[:2], axis=1), np.concatenate(images[2:], axis=1)], axis=0)
-
-
-def aligned_preview(aligned: AlignedFace) -> np.ndarray:
-    """The aligned crop with its detected landmarks, at twice the size: what the system saw."""
-    big = cv2.resize(aligned.image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-    return draw_landmarks(big, aligned.landmarks * 2 + 0.5, thickness=2)
-
-
-def mouth_opening_figure(result: TalkingFaceResult) -> Figure:
-    """Speech waveform above, mouth opening of every landmark track below, on one time axis."""
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    wave_ax, mouth_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.4])
-    wave = result.waveform
-    # min/max per bucket: the envelope a waveform display shows, at a fixed cost for any length
-    buckets = max(1, len(wave) // 2000)
-    env = wave[: len(wave) // buckets * buckets].reshape(-1, buckets)
-    t_env = (np.arange(len(env)) + 0.5) * buckets / SAMPLE_RATE
-    wave_ax.fill_between(t_env, env.min(1), env.max(1), color="0.45", linewidth=0)
-    wave_ax.set_ylabel("speech")
-    wave_ax.set_yticks([])
-    t = np.arange(result.num_frames) / FPS
-    for name, track in result.tracks.items():
-        main = name == result.a2l
-        mouth_ax.plot(t, mouth_opening(track), label=ABLATIONS[name], linewidth=2 if main else 1,
-                      alpha=1 if main else 0.7, zorder=3 if main else 2)
-    mouth_ax.set_ylabel("mouth opening (px)")
-    mouth_ax.set_xlabel("time (s)")
-    mouth_ax.set_xlim(0, max(result.duration, 1 / FPS))
-    if len(result.tracks) > 1:
-        mouth_ax.legend(loc="upper right", fontsize="small", ncols=4)
-    mouth_ax.grid(alpha=0.3)
-    return fig
 

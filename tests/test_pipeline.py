@@ -19,19 +19,19 @@ import torch
 
 from talkface.__main__ import main as cli
 from talkface.audio import SAMPLE_RATE, mfcc_windows, num_video_frames
+from talkface.drawing import mouth_opening_figure
 from talkface.errors import CheckpointError, TalkFaceError
 from talkface.face import denormalise_landmarks, mouth_opening, normalise_landmarks
 from talkface.heatmaps import heatmap_image, render_heatmaps
 from talkface.pipeline import (
     ABLATIONS,
-    L2FRenderer,
     TalkingFacePipeline,
     ablation,
     articulate,
     missing_checkpoints,
-    mouth_opening_figure,
     switches,
 )
+from talkface.renderer import L2FRenderer
 from talkface.video import iter_video, probe, read_video
 
 REPO = Path(__file__).parent.parent

@@ -25,7 +25,7 @@ from talkface.data.dataset import FrameDataset
 from talkface.data.prepare import read_shard_meta
 from talkface.face import mouth_opening
 from talkface.metrics import frame_landmarks, psnr
-from talkface.pipeline import L2FRenderer
+from talkface.renderer import L2FRenderer
 from train.evaluate import landmark_scores
 
 

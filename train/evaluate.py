@@ -167,7 +167,7 @@ def evaluate_a2l_side(cache: str, ckpt: Path, split: str, run: Run) -> dict:
 def evaluate_l2f_side(cache: str, ckpt: Path, split: str, run: Run, clips: int, frames_per_clip: int,
                       sheet: Path) -> dict:
     """PSNR / SSIM / dlib LMD of generated vs real frames: from ground-truth landmarks, then per ablation."""
-    from talkface.pipeline import L2FRenderer
+    from talkface.renderer import L2FRenderer
 
     renderer = L2FRenderer.from_checkpoint(ckpt / "l2f", device=run.device)
     frames = FrameDataset(cache, split)
