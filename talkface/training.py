@@ -2,8 +2,8 @@
 
 One script runs the same on a laptop CPU and on N GPUs:
 
-    python train/x.py ...                          # one process, CPU or the first GPU
-    torchrun --nproc_per_node=N train/x.py ...     # N processes, DistributedDataParallel
+    python -m train.x ...                          # one process, CPU or the first GPU
+    torchrun --nproc_per_node=N -m train.x ...     # N processes, DistributedDataParallel
 
 Every trainer is the same loop, `Trainer.fit`, around what differs: the models and optimizers, one training
 step, a validation and the checkpoint it writes at the end:
@@ -536,7 +536,7 @@ class Trainer:
     def record(self, script: str) -> dict[str, Any]:
         """How the model was trained, for its JSON and model card: command, steps, time, device, settings."""
         return {
-            "command": f"python train/{script} " + shlex.join(self.argv),
+            "command": f"python -m train.{script.removesuffix('.py')} " + shlex.join(self.argv),
             "steps": self.state.step,
             "seconds": self.seconds,
             "device": str(self.run.device),

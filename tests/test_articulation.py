@@ -211,9 +211,8 @@ def test_unknown_phone_is_rejected():
 
 def test_homophemes_follow_the_articulation_model():
     """Phones the model moves identically share a viseme; words made of the same visemes are homophemes."""
-    from tests.test_train_a2l import load_script
+    from experiments import diagnose_homophemes as diag
 
-    diag = load_script("diagnose_homophemes")
     classes = diag.viseme_classes()
     assert classes["P"] == classes["B"] == classes["M"] and classes["F"] == classes["V"]
     assert len({classes[p] for p in ("P", "F", "T", "W", "AA", "IY")}) == 6

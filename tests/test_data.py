@@ -27,6 +27,7 @@ from talkface.data.dataset import FrameDataset, LandmarkDataset
 from talkface.data.grid import GRID_WORDS, TEST_SPEAKERS, parse_grid_align, read_grid
 from talkface.data.lrw import Clip, lrw_vocabulary, parse_lrw_txt, read_lrw, write_lrw_txt
 from talkface.face import TEMPLATE
+from talkface.models.audio_word_probe import AudioWordProbe
 from talkface.video import read_video
 
 WORDS = ["ABOUT", "ABSOLUTELY", "ACCESS"]
@@ -437,7 +438,7 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
         assert error.mean() < 3 and error.mean(axis=1).max() < 4
 
     # the word detector's diagnosis reads both kinds of landmarks of this corpus
-    from train import diagnose_word_detector as diagnose
+    from experiments import diagnose_word_detector as diagnose
 
     exact, words = diagnose.exact_landmarks(tmp_path / "corpus", "test", lrw_vocabulary())
     detected, same = diagnose.detected_landmarks(LandmarkDataset(out, "test"))
@@ -468,7 +469,7 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     # ... and the clips' audio itself (the word probe on MFCC windows)
     mfcc, same = diagnose.audio_windows(LandmarkDataset(out, "test"))
     assert mfcc.shape == (1, 29, 28, 12) and same.tolist() == [0]
-    assert diagnose.AudioWordProbe(n_words=500).eval()(mfcc).shape == (1, 500)
+    assert AudioWordProbe(n_words=500).eval()(mfcc).shape == (1, 500)
     probe = tmp_path / "probe.safetensors"
     diagnose.main(["--cache", str(out), "--source", "audio", "--split", "test", "--steps", "2", "--batch-size", "2",
                    "--save", str(probe)])
@@ -487,7 +488,7 @@ def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
         init_audio_encoder(predictor, stem.with_suffix(".safetensors"))
 
     # and the L2F diagnosis feeds the bundled generator both kinds of ground truth from this cache
-    from train import diagnose_l2f_landmarks
+    from experiments import diagnose_l2f_landmarks
 
     rows = diagnose_l2f_landmarks.main(["--cache", str(out), "--clips", "1", "--frames-per-clip", "3"])
     assert set(rows) == {"dlib", "exact targets, dlib identity", "exact both"}

@@ -77,7 +77,7 @@ STEPS, SAVE_EVERY, LOG_EVERY = 600, 50, 10
 
 
 def word_detector(cache: Path, out: Path, *extra: str) -> list[str]:
-    return ["train/train_word_detector.py", "--cache", str(cache), "--out", str(out), "--size", "tiny",
+    return ["-m", "train.train_word_detector", "--cache", str(cache), "--out", str(out), "--size", "tiny",
             "--batch-size", "16", "--max-steps", str(STEPS), "--save-every", str(SAVE_EVERY),
             "--log-every", str(LOG_EVERY), "--val-every", "100000", *extra]
 

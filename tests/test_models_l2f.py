@@ -304,7 +304,7 @@ def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
     manifest = {"dataset": "astronaut", "clip_list_hash": "0", "listed_clips": 1,
                 "splits": {"train": {"clips": 1}, "val": {"clips": 1}}}
     monkeypatch.setattr(trainer, "load_data", lambda cache, identity="first": (data, data, manifest))
-    common = ["--cache", "unused", "--size", "tiny", "--mode", "warp", "--landmark-flow", "--batch-size", "2",
+    common = ["--cache", "unused", "--recipe", "l2f_base", "--size", "tiny", "--landmark-flow", "--batch-size", "2",
               "--log-every", "1", "--save-every", "2", "--sample-every", "2", "--val-every", "2", "--val-frames", "2",
               "--lmd-frames", "2"]  # the shipped generator's settings
     whole, parts = tmp_path / "whole", tmp_path / "parts"

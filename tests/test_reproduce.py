@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_tiny_reproduction_ends_in_a_video(tmp_path):
     work = tmp_path / "work"
-    cmd = [sys.executable, "train/reproduce.py", "--preset", "tiny", "--work", str(work), "--workers", "1"]
+    cmd = [sys.executable, "-m", "train.reproduce", "--preset", "tiny", "--work", str(work), "--workers", "1"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in SHIPPED:
@@ -36,34 +36,46 @@ def test_tiny_reproduction_ends_in_a_video(tmp_path):
     # rerunning finds every stage done and trains nothing again
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "train/train_" not in again.stdout
+    assert "train.train_" not in again.stdout
 
 
-def _flag(args: list[str], name: str) -> str:
-    return args[args.index(name) + 1]
+def recorded(folder: Path, name: str) -> dict:
+    return json.loads((folder / f"{name}.json").read_text())
 
 
-def test_default_preset_trains_as_the_shipped_checkpoints_record():
-    """reproduce.py must remake what ships: its default settings against each shipped JSON's training args."""
-    from train.reproduce import A2L_VARIANTS, PRESETS
+def test_every_checkpoint_was_trained_with_its_recipe():
+    """Each shipped checkpoint's recorded settings are its recipe's (train/recipes.py): the trainers' defaults
+    and reproduce.py remake what ships; the previous release's A2L side matches its *_dlib recipes."""
+    from train.recipes import RECIPES
 
-    cfg = PRESETS["default"]
+    for folder, suffix in ((REPO / "assets" / "checkpoints", ""), (REPO / "docs" / "eval" / "dlib_landmarks" /
+                                                                    "checkpoints", "_dlib")):
+        for name in SHIPPED:
+            if name == "l2f" and suffix:
+                continue
+            args = recorded(folder, name)["training"]["args"]
+            for key, value in RECIPES[name + suffix].items():
+                assert args[key] == value, (folder.name, name, key, args[key], value)
+    for name in SHIPPED[:-1]:  # the shipped A2L side learnt from the a2l corpus's exact landmarks
+        data = recorded(REPO / "assets" / "checkpoints", name)["data"]
+        assert data["landmarks"] == "exact" and data["clips"]["train"] > 30000 and "extra_training_data" not in data
+    assert recorded(REPO / "assets" / "checkpoints", "l2f")["training"]["args"]["init"]  # fine-tuned from l2f_base
 
-    def recorded(name: str) -> dict:
-        return json.loads((REPO / "assets" / "checkpoints" / f"{name}.json").read_text())["training"]["args"]
 
-    for judge in ("word_detector", "mi_estimator"):
-        assert recorded(judge)["max_steps"] == int(_flag(cfg[judge], "--max-steps")), judge
-        assert len(recorded(judge)["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), judge
-    for name, (wd, tr) in A2L_VARIANTS.items():
-        args = recorded(name)
-        assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
-        assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
-        assert len(args["extra_cache"]) == (1 if cfg.get("extra_corpus") else 0), name
-    l2f = recorded("l2f")
-    assert l2f["landmark_flow"] and l2f["identity_frame"] == "any" and l2f["mode"] == "warp"
-    for flag in ("--max-steps", "--d-channels", "--batch-size"):
-        assert str(l2f[flag[2:].replace("-", "_")]) == _flag(cfg["l2f"], flag), flag
+def test_trainer_defaults_are_the_shipped_recipes():
+    from train import train_a2l, train_l2f, train_mi_estimator, train_word_detector
+    from train.recipes import RECIPES
+
+    need = ["--cache", "C", "--out", "O"]
+    for module, name in ((train_a2l, "a2l_baseline"), (train_word_detector, "word_detector"),
+                         (train_mi_estimator, "mi_estimator"), (train_l2f, "l2f")):
+        args = vars(module.parse_args(need + (["--init", "I"] if name == "l2f" else [])))
+        assert {k: args[k] for k in RECIPES[name]} == RECIPES[name], name
+    other = vars(train_a2l.parse_args([*need, "--recipe", "a2l_wd_tr", "--max-steps", "7"]))
+    assert (other["lambda_wd"], other["lambda_tr"], other["max_steps"]) == (1e-5, 1e-6, 7)  # a flag still wins
+    assert train_a2l.variant_name(train_a2l.parse_args([*need, "--recipe", "a2l_tr"])) == "a2l_tr"
+    with pytest.raises(SystemExit):  # the l2f recipe fine-tunes l2f_base: it says so without --init
+        train_l2f.parse_args(need)
 
 
 def chain_commands(preset: str, work: Path, monkeypatch) -> list[str]:
@@ -77,57 +89,34 @@ def chain_commands(preset: str, work: Path, monkeypatch) -> list[str]:
     return [" ".join(c) for c in commands]
 
 
-def test_default_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
-    """The commands the default chain would run (nothing runs): the extra corpus is made and prepared, and
-    --extra-cache reaches the judges and the four predictors but not L2F."""
-    joined = chain_commands("default", tmp_path, monkeypatch)
+def test_dlib_chain_gives_the_extra_takes_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the "dlib" chain (the previous release) would run (nothing runs): the extra corpus is made and
+    prepared, and --extra-cache reaches the judges and the four predictors but not L2F."""
+    joined = chain_commands("dlib", tmp_path, monkeypatch)
     assert any("talkface.data.synth --preset extra --out " + str(tmp_path / "corpus_extra") in c for c in joined)
     assert any(f"--root {tmp_path / 'corpus_extra'} --out {tmp_path / 'cache_extra'}" in c for c in joined)
     for c in joined:
-        if "train/train_" in c:
-            assert ("--extra-cache" in c) == ("train_l2f.py" not in c), c
-    assert sum("train/train_a2l.py" in c for c in joined) == 4
+        if "train.train_" in c:
+            assert ("--extra-cache" in c) == ("train.train_l2f" not in c), c
+    assert sum("train.train_a2l" in c for c in joined) == 4
 
 
-def test_exact_preset_trains_as_the_exact_landmark_checkpoints_record():
-    """The "exact" preset remakes docs/eval/exact_landmarks/checkpoints (measured, not shipped)."""
-    from train.reproduce import EXACT_VARIANTS, PRESETS
-
-    cfg, folder = PRESETS["exact"], REPO / "docs" / "eval" / "exact_landmarks" / "checkpoints"
-
-    def config(name: str) -> dict:
-        return json.loads((folder / f"{name}.json").read_text())
-
-    for judge in ("word_detector", "mi_estimator"):
-        for flag in ("--max-steps", "--batch-size", "--lr"):
-            if flag in cfg[judge]:
-                recorded = config(judge)["training"]["args"][flag[2:].replace("-", "_")]
-                assert recorded == float(_flag(cfg[judge], flag)), (judge, flag)
-    for name, (wd, tr) in EXACT_VARIANTS.items():
-        args = config(name)["training"]["args"]
-        assert (args["lambda_wd"], args["lambda_tr"]) == (wd, tr), name
-        assert args["max_steps"] == int(_flag(cfg["a2l"], "--max-steps")), name
-    for name in ("word_detector", "mi_estimator", *EXACT_VARIANTS):  # the a2l corpus's exact landmarks
-        data = config(name)["data"]
-        assert data["landmarks"] == "exact" and data["clips"]["train"] > 30000 and "extra_training_data" not in data
-
-
-def test_exact_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, monkeypatch):
-    """The commands the "exact" chain would run (nothing runs): the audio-only "a2l" corpus is made and prepared
-    with its exact landmarks; the judges and the four predictors learn from that cache, L2F from the dlib one,
-    and the evaluation scores each side on its own."""
-    joined = chain_commands("exact", tmp_path, monkeypatch)
+def test_default_chain_gives_the_exact_landmarks_to_the_a2l_side_only(tmp_path, monkeypatch):
+    """The commands the default chain (what ships) would run (nothing runs): the audio-only "a2l" corpus is made
+    and prepared with its exact landmarks; the judges and the four predictors learn from that cache, L2F from the
+    dlib one, and the evaluation scores each side on its own."""
+    joined = chain_commands("default", tmp_path, monkeypatch)
     assert any("talkface.data.synth --preset a2l --out " + str(tmp_path / "corpus_a2l") in c for c in joined)
     assert any(f"--root {tmp_path / 'corpus_a2l'} --out {tmp_path / 'cache_a2l'}" in c
                and c.endswith("--landmarks exact") for c in joined)
     assert any(f"--root {tmp_path / 'corpus'} --out {tmp_path / 'cache'} " in c and c.endswith("--landmarks dlib")
                for c in joined)
     for c in joined:
-        if "train/train_" in c:
-            a2l_side = "train_l2f.py" not in c
+        if "train.train_" in c:
+            a2l_side = "train.train_l2f" not in c
             assert (f"--cache {tmp_path / 'cache_a2l'}" in c) == a2l_side, c
             assert (f"--cache {tmp_path / 'cache'} " in c) == (not a2l_side), c
-    assert sum("train/train_a2l.py" in c for c in joined) == 4
-    assert any("--lambda-tr 1e-06" in c for c in joined)
-    evaluate = next(c for c in joined if "train/evaluate.py" in c)
+    assert sum("train.train_a2l" in c for c in joined) == 4
+    assert any("--recipe a2l_wd_tr " in c for c in joined) and not any("_dlib" in c for c in joined)
+    evaluate = next(c for c in joined if "train.evaluate" in c)
     assert f"--cache {tmp_path / 'cache_a2l'} --frames-cache {tmp_path / 'cache'} " in evaluate

@@ -135,7 +135,7 @@ def test_word_detector_trainer_learns_and_exports(judges):
     assert config["vocabulary"] == WORDS and config["dtype"] == "float16" and config["stage"] == "word_detector"
     assert config["metrics"]["test"] == judges["wd"]["test"]
     card = judges["detector"].with_suffix(".md").read_text()
-    assert "| test | accuracy |" in card and "train/train_word_detector.py" in card
+    assert "| test | accuracy |" in card and "python -m train.train_word_detector" in card
     rows = (judges["detector"].parent / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,accuracy") and len(rows) == 1 + 150 // 5
 

@@ -1,9 +1,9 @@
 """Evaluate the shipped checkpoints like the paper's tables; print them and write Markdown + JSON.
 
-    python train/evaluate.py --cache /work/data/cache_a2l --frames-cache /work/data/cache \
+    python -m train.evaluate --cache /work/data/cache_a2l --frames-cache /work/data/cache \
         --checkpoints assets/checkpoints --out eval/
-    python train/evaluate.py ... --skip-l2f          # A2L-side tables only (seconds)
-    python train/evaluate.py --real ../shared/real_av/grid --out eval/real    # the product on real video
+    python -m train.evaluate ... --skip-l2f          # A2L-side tables only (seconds)
+    python -m train.evaluate --real ../shared/real_av/grid --out eval/real    # the product on real video
 
 `--real DIR` scores the whole product on real clips instead (train/real_video.py): the README's first table.
 
@@ -41,8 +41,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import ABLATIONS as A2L_LABELS
 from talkface.checkpoints import load_checkpoint
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_real_arguments(p)
     a = p.parse_args(argv)
     if a.real:
-        command = "python train/evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m train.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
         return evaluate_real(a.real, a.checkpoints, a.out, a.ablations.split(","), command, **run_options(a))
     if not a.cache:
         p.error("--cache (or --real) is required")

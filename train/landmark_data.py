@@ -109,7 +109,7 @@ def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def command_line(script: str, argv: list[str]) -> str:
-    return f"python train/{script} " + shlex.join(argv)
+    return f"python -m train.{script.removesuffix('.py')} " + shlex.join(argv)
 
 
 # Every model card ends with where the data came from and what that means for use.
@@ -218,8 +218,9 @@ def random_amplitude(x: torch.Tensor, amount: float) -> torch.Tensor:
     return mean + factor * (x - mean)
 
 
-def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int, lr: float) -> None:
-    """Flags every A2L-side trainer has: I/O, resuming, logging cadence, optimiser, data loading."""
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Flags every A2L-side trainer has: I/O, resuming, logging cadence, optimiser, data loading. Steps, batch
+    size and learning rate come from the trainer's recipe (train/recipes.py)."""
     # I/O
     p.add_argument("--cache", required=True, help="prepared cache (python -m talkface.data.prepare)")
     p.add_argument("--extra-cache", action="append", default=[],
@@ -230,9 +231,9 @@ def add_common_args(p: argparse.ArgumentParser, max_steps: int, batch_size: int,
     p.add_argument("--val-every", type=int, default=500, help="evaluate on the val split every N steps")
     p.add_argument("--save-every", type=int, default=200, help="write the resumable state every N steps")
     # optimiser and data
-    p.add_argument("--max-steps", type=int, default=max_steps)
-    p.add_argument("--batch-size", type=int, default=batch_size, help="per process")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (Adam), cosine decay to 10%%")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--lr", type=float, help="peak learning rate (Adam), cosine decay to 10%%")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)

@@ -1,18 +1,20 @@
 """Reproduce every shipped checkpoint, and the README's tables, with one command.
 
     # the shipped checkpoints (hours on a 2-core CPU; resumable: rerun the same command after a stop)
-    python train/reproduce.py --preset default --work /work/data --dest assets/checkpoints
-    # the A2L side on the corpus's exact landmarks (docs/eval/exact_landmarks/: measured, not shipped)
-    python train/reproduce.py --preset exact --work /work/data --dest docs/eval/exact_landmarks/checkpoints
+    python -m train.reproduce --preset default --work /work/data --dest assets/checkpoints
+    # the previous release's A2L side, on dlib's landmarks (docs/eval/dlib_landmarks/: measured, not shipped)
+    python -m train.reproduce --preset dlib --work /work/data --dest docs/eval/dlib_landmarks/checkpoints
     # minutes: the same chain on the tiny corpus with tiny models, ending in an mp4 from its own checkpoints
-    python train/reproduce.py --preset tiny --work /tmp/talkface-tiny
+    python -m train.reproduce --preset tiny --work /tmp/talkface-tiny
 
-The chain: synthetic corpus (talkface.data.synth; for the default preset also its "extra" takes) ->
-preparation cache (talkface.data.prepare, dlib's landmarks and the frames) -> word detector -> MI
-estimator -> the four A2L predictors (Baseline, +WD, +TR, +WD+TR, judged by the two frozen networks just
-trained) -> L2F -> evaluation tables (train/evaluate.py) -> checkpoints copied to --dest. The "exact"
-preset gives the A2L side the exact landmarks of its own audio-only corpus instead (synth preset "a2l",
-prepared with --landmarks exact); L2F still learns from the dlib cache.
+The chain: synthetic corpora (talkface.data.synth: the rendered "default" corpus for L2F, the audio-only "a2l"
+corpus for the A2L side) -> preparation caches (talkface.data.prepare: dlib's landmarks and the frames; the
+a2l corpus's exact landmarks) -> word detector -> MI estimator -> the four A2L predictors (Baseline, +WD, +TR,
++WD+TR, judged by the two frozen networks just trained) -> L2F -> evaluation tables (train/evaluate.py) ->
+checkpoints copied to --dest. Every stage runs its recipe (train/recipes.py). The "dlib" preset is the
+previous release: the A2L side on dlib's landmarks of the rendered corpus and its "extra" takes.
+The articulation gain of each A2L checkpoint is then calibrated on real clips (not part of this chain, which
+has none): python -m train.real_video ../shared/real_av/grid --calibrate --checkpoints DEST
 Every stage is skipped when its output exists and resumed (--resume) when it was interrupted, so a
 stopped run continues where it stopped. Each stage runs as its own process, exactly the command a person
 would type, printed before it runs.
@@ -27,47 +29,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from train.recipes import SHIPPED
+
 REPO = Path(__file__).resolve().parent.parent
-# name -> (lambda_wd, lambda_tr) per landmark source, chosen on the val split (train_a2l.py says why):
-# dlib's landmarks: 1e-5 of {1e-4, 1e-5, 1e-6}; exact landmarks: λ_tr 1e-6 (docs/eval/exact_landmarks/sweep/val_tr.md)
-A2L_VARIANTS = {
-    "a2l_baseline": (0.0, 0.0),
-    "a2l_wd": (1e-5, 0.0),
-    "a2l_tr": (0.0, 1e-5),
-    "a2l_wd_tr": (1e-5, 1e-5),
-}
-EXACT_VARIANTS = {**A2L_VARIANTS, "a2l_tr": (0.0, 1e-6), "a2l_wd_tr": (1e-5, 1e-6)}
-# the steps each shipped L2F was trained with: 2,400 steps of plain warping, then 4,000 with the landmark flow
-L2F_DEFAULT = {"l2f_base": ["--max-steps", "2400", "--d-channels", "32", "--batch-size", "4"],
-               "l2f": ["--max-steps", "4000", "--d-channels", "32", "--batch-size", "4"]}
-# Per preset: corpus preset, steps and sizes of each stage.
+
+A2L_NAMES = ("a2l_baseline", "a2l_wd", "a2l_tr", "a2l_wd_tr")
+# Per preset: the corpora, the recipe suffix of the A2L side ("" shipped, "_dlib" the previous release) and flags
+# added to every run of a stage (the tiny preset's small models and few steps). The recipes themselves, the
+# steps and weights of each model, are in train/recipes.py.
+TINY = ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"]
+TINY_L2F = ["--size", "tiny", "--max-steps", "2", "--batch-size", "2", "--val-frames", "4", "--lmd-frames", "0",
+            "--sample-every", "2"]
 PRESETS = {
-    "tiny": {
-        "corpus": "tiny", "a2l": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
-        "word_detector": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
-        "mi_estimator": ["--size", "tiny", "--max-steps", "30", "--batch-size", "4", "--val-every", "15"],
-        "l2f_base": ["--size", "tiny", "--max-steps", "2", "--batch-size", "2", "--val-frames", "4",
-                     "--lmd-frames", "0", "--sample-every", "2"],
-        "l2f": ["--size", "tiny", "--max-steps", "2", "--batch-size", "2", "--val-frames", "4", "--lmd-frames", "0",
-                "--sample-every", "2"],
-        "evaluate": ["--l2f-clips", "2"],
-    },
-    "default": {
-        # the steps each shipped checkpoint records (tests/test_reproduce.py checks them against its JSON);
-        # the A2L side also learns from a second corpus of 18 more takes per word (synth preset "extra")
-        "corpus": "default", "extra_corpus": "extra", "a2l": ["--max-steps", "2000"],
-        "word_detector": ["--max-steps", "6000"], "mi_estimator": ["--max-steps", "4000"],
-        **L2F_DEFAULT, "evaluate": [],
-    },
-    "exact": {
-        # as docs/eval/exact_landmarks/checkpoints record: the A2L side on the exact landmarks of the audio-only
-        # "a2l" corpus (64 takes per word); the word detector trained longer, on bigger batches
-        "corpus": "default", "a2l_corpus": "a2l", "variants": EXACT_VARIANTS, "a2l": ["--max-steps", "2000"],
-        "word_detector": ["--max-steps", "12000", "--batch-size", "128", "--lr", "3e-3"],
-        "mi_estimator": ["--max-steps", "4000"], **L2F_DEFAULT, "evaluate": [],
-    },
+    "tiny": {"corpus": "tiny", "recipes": "", "a2l": TINY, "word_detector": TINY, "mi_estimator": TINY,
+             "l2f_base": TINY_L2F, "l2f": TINY_L2F, "evaluate": ["--l2f-clips", "2"]},
+    # what ships: the A2L side on the exact landmarks of the audio-only "a2l" corpus, L2F on the rendered corpus
+    "default": {"corpus": "default", "a2l_corpus": "a2l", "recipes": "", "evaluate": []},
+    # the previous release: the A2L side on dlib's landmarks of the rendered corpus plus its "extra" takes
+    "dlib": {"corpus": "default", "extra_corpus": "extra", "recipes": "_dlib", "evaluate": []},
 }
-SHIPPED = ("word_detector", "mi_estimator", *A2L_VARIANTS, "l2f")
 
 
 def run(cmd: list[str]) -> None:
@@ -120,24 +100,24 @@ def main(argv: list[str] | None = None) -> None:
     a2l_data = ["--cache", str(a2l_cache), *a2l_extra]
 
     # 2. the judges, then the four A2L predictors they judge
+    suffix = cfg["recipes"]
     for judge in ("word_detector", "mi_estimator"):
         stage(judge, runs / judge, runs / judge / judge,
-              [py, f"train/train_{judge}.py", *a2l_data, *cfg[judge]])
+              [py, "-m", f"train.train_{judge}", *a2l_data, "--recipe", judge + suffix, *cfg.get(judge, [])])
     judges = ["--detector", str(runs / "word_detector" / "word_detector"),
               "--estimator", str(runs / "mi_estimator" / "mi_estimator")]
-    for name, (wd, tr) in cfg.get("variants", A2L_VARIANTS).items():
+    for name in A2L_NAMES:
         stage(name, runs / name, runs / name / name,
-              [py, "train/train_a2l.py", *a2l_data, *judges, "--lambda-wd", str(wd), "--lambda-tr", str(tr),
-               *cfg["a2l"]])
+              [py, "-m", "train.train_a2l", *a2l_data, *judges, "--recipe", name + suffix, *cfg.get("a2l", [])])
 
     # 3. L2F (learns from ground-truth landmarks; needs no A2L)
     # first plain warping from the clip's first frame, then fine-tuned with the landmark flow and any frame of
     # the clip as the identity (train/train_l2f.py --help; the model card says why)
     stage("l2f_base", runs / "l2f_base", runs / "l2f_base" / "l2f",
-          [py, "train/train_l2f.py", *common, "--mode", "warp", *cfg["l2f_base"]])
+          [py, "-m", "train.train_l2f", *common, "--recipe", "l2f_base", *cfg.get("l2f_base", [])])
     stage("l2f", runs / "l2f", runs / "l2f" / "l2f",
-          [py, "train/train_l2f.py", *common, "--mode", "warp", "--landmark-flow", "--identity-frame", "any",
-           "--init", str(runs / "l2f_base" / "l2f"), *cfg["l2f"]])
+          [py, "-m", "train.train_l2f", *common, "--recipe", "l2f", "--init", str(runs / "l2f_base" / "l2f"),
+           *cfg.get("l2f", [])])
 
     # 4. ship: checkpoint + JSON config + model card of each
     dest.mkdir(parents=True, exist_ok=True)
@@ -147,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ncheckpoints in {dest}")
 
     # 5. the tables, from the shipped files
-    run([py, "train/evaluate.py", "--cache", str(a2l_cache), "--frames-cache", str(cache), "--checkpoints", str(dest),
-         "--out", str(work / "eval"), *cfg["evaluate"]])
+    run([py, "-m", "train.evaluate", "--cache", str(a2l_cache), "--frames-cache", str(cache),
+         "--checkpoints", str(dest), "--out", str(work / "eval"), *cfg["evaluate"]])
 
     # 6. a real video from these checkpoints, the example photo and speech
     run([py, "-m", "talkface", "--photo", "assets/examples/face.jpg", "--audio", "assets/examples/speech.wav",

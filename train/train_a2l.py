@@ -1,15 +1,15 @@
 """Train A2L, the audio-to-landmarks predictor (paper §III-A): L = L_rec + λ_wd L_wd + λ_tr L_tr.
 
-    # the four ablations of the paper (the judges must be trained first: train_word_detector.py,
-    # train_mi_estimator.py; by default they are read from assets/checkpoints/)
-    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_baseline
-    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd --lambda-wd 1e-5
-    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_tr --lambda-tr 1e-5
-    python train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd_tr --lambda-wd 1e-5 --lambda-tr 1e-5
+    # the four ablations of the paper, each its shipped recipe (train/recipes.py; the judges must be trained
+    # first: train_word_detector.py, train_mi_estimator.py; by default they are read from assets/checkpoints/)
+    python -m train.train_a2l --cache data/cache_a2l --out runs/a2l_baseline
+    python -m train.train_a2l --cache data/cache_a2l --out runs/a2l_wd --recipe a2l_wd
+    python -m train.train_a2l --cache data/cache_a2l --out runs/a2l_tr --recipe a2l_tr
+    python -m train.train_a2l --cache data/cache_a2l --out runs/a2l_wd_tr --recipe a2l_wd_tr
     # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
-    torchrun --nproc_per_node=N train/train_a2l.py --cache data/cache/synth --out runs/a2l_wd_tr ...
+    torchrun --nproc_per_node=N -m train.train_a2l --cache data/cache_a2l --out runs/a2l_wd_tr --recipe a2l_wd_tr
     # continue an interrupted run exactly where it stopped
-    python train/train_a2l.py ... --resume
+    python -m train.train_a2l ... --resume
 
 L_rec is a mean squared distance in the canonical frame (1 unit ≈ 50 crop pixels), about 1e-4 to 1e-3
 once trained, while L_wd (a cross-entropy) and L_tr (−MI, in nats) are of order 1-10: hence small λs. Choose
@@ -17,7 +17,7 @@ them on val, never test. On dlib's landmarks (the previous release) λ = 1e-4 le
 away from the ground truth and 1e-5 was chosen of {1e-4, 1e-5, 1e-6}. On the exact landmarks the frozen MI
 estimator is easier to fool: at λ_tr = 1e-5 the predictions score 11.7 nats on it (real landmarks: 3.5) and
 val LMD rises from 0.423 to 0.489 px; 1e-6 costs least (0.438) and is what the exact-landmark checkpoints
-use (reproduce.py --preset exact); hinging L_tr at the ground truth's MI (--tr-hinge) did not help (0.444).
+use (the shipped recipes, train/recipes.py); hinging L_tr at the ground truth's MI (--tr-hinge) did not help (0.444).
 A heavier word loss does not help either: λ_wd = 1e-4 / 1e-3 gave val LMD 0.602 / 0.872 px and fewer words read
 off the predictions than 1e-5. docs/eval/exact_landmarks/sweep/ has the runs (val_tr.md, val_wd.md).
 
@@ -40,8 +40,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import (
     bundled,
@@ -66,13 +64,14 @@ from train.landmark_data import (
     to_batch,
     write_model_card,
 )
+from train.recipes import apply_recipe
 
 SIZES = {"default": {}, "tiny": dict(audio_channels=(8, 8, 8), audio_dim=16, landmark_dim=8, hidden=16, num_layers=1)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    add_common_args(p, max_steps=5000, batch_size=64, lr=1e-3)
+    add_common_args(p)
     p.add_argument("--name", help="checkpoint name (default: a2l_baseline / a2l_wd / a2l_tr / a2l_wd_tr from the λs)")
     # model
     p.add_argument("--size", choices=sorted(SIZES), default="default")
@@ -88,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hinge L_tr at the ground truth's MI, max(0, MI_true - MI_pred) (ours; see losses.py)")
     p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
     p.add_argument("--estimator", default=str(bundled("mi_estimator")), help="MI estimator checkpoint stem")
-    return p.parse_args(argv)
+    return apply_recipe(p, "a2l_baseline", argv, "a2l_")
 
 
 def variant_name(args: argparse.Namespace) -> str:

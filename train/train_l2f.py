@@ -1,13 +1,15 @@
 """Train L2F, the landmarks-to-frames generator (paper §III-B).
 
-    # one process: CPU, or the first GPU if there is one
-    python train/train_l2f.py --cache cache/synth --out runs/l2f
+    # the shipped recipe (train/recipes.py), in two runs: plain warping, then the landmark flow from it
+    python -m train.train_l2f --cache cache/synth --out runs/l2f_base --recipe l2f_base
+    python -m train.train_l2f --cache cache/synth --out runs/l2f --init runs/l2f_base/l2f
     # N GPUs on one machine (DistributedDataParallel)
-    torchrun --nproc_per_node=N train/train_l2f.py --cache cache/synth --out runs/l2f
+    torchrun --nproc_per_node=N -m train.train_l2f --cache cache/synth --out runs/l2f_base --recipe l2f_base
     # a minute-long check that everything runs
-    python train/train_l2f.py --cache cache/synth --out /tmp/l2f --size tiny --max-steps 20 --batch-size 2
+    python -m train.train_l2f --cache cache/synth --out /tmp/l2f --recipe l2f_base --size tiny --max-steps 20 \
+        --batch-size 2
     # continue an interrupted run exactly where it stopped
-    python train/train_l2f.py --cache cache/synth --out runs/l2f --resume
+    python -m train.train_l2f --cache cache/synth --out runs/l2f --resume
 
 Each step is pix2pix's: set_input (augment, render heatmaps) → forward → backward_D → backward_G,
 with L_G = λ_L1 L1(frame) + λ_lip L1(lip crop) + λ_adv GAN. OUT gets log.csv, samples/*.png
@@ -30,8 +32,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from talkface.checkpoints import load_checkpoint, save_checkpoint, unwrap
 from talkface.data.dataset import FrameDataset, read_manifest
@@ -57,6 +57,7 @@ from talkface.training import (
     wrap_ddp,
 )
 from train.landmark_data import DATA_AND_LICENCES
+from train.recipes import apply_recipe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lmd-frames", type=int, default=64, help="frames for the final dlib LMD (0 skips it)")
     # model
     p.add_argument("--size", choices=sorted(GENERATOR_SIZES), default="default")
-    p.add_argument("--mode", choices=["direct", "warp"], default="direct")
+    p.add_argument("--mode", choices=["direct", "warp"])
     p.add_argument("--no-identity-heatmaps", action="store_true", help="G sees only the target heatmaps")
     p.add_argument("--landmark-flow", action="store_true",
                    help="warp mode: start G's flow from one computed from the two landmark sets")
@@ -92,15 +93,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lip-size", type=int, default=64, help="side of the lip crop the lip L1 compares")
     p.add_argument("--lip-margin", type=float, default=0.15)
     # optimiser and data
-    p.add_argument("--batch-size", type=int, default=16, help="per process")
+    p.add_argument("--batch-size", type=int, help="per process")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--beta1", type=float, default=0.5)
-    p.add_argument("--max-steps", type=int, default=60000)
+    p.add_argument("--max-steps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=0, help="> 0 is faster; resume is then not bit-exact")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    return p.parse_args(argv)
+    args = apply_recipe(p, "l2f", argv, "l2f")
+    if args.recipe == "l2f" and not args.init and not args.resume:
+        p.error("the l2f recipe fine-tunes the plain-warping generator: train that first (--recipe l2f_base, "
+                "its own --out) and pass its checkpoint as --init OUT/l2f; train/reproduce.py runs both")
+    return args
 
 
 # augmentation: the same random draw for a sample's identity, target and both landmark sets

@@ -1,11 +1,11 @@
 """Train Est_m, the audio/landmark mutual-information estimator (paper §III-A, MINE), on ground truth.
 
     # one process: CPU, or the first GPU if there is one
-    python train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator
+    python -m train.train_mi_estimator --cache data/cache/synth --out runs/mi_estimator
     # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
-    torchrun --nproc_per_node=N train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator
+    torchrun --nproc_per_node=N -m train.train_mi_estimator --cache data/cache/synth --out runs/mi_estimator
     # continue an interrupted run exactly where it stopped
-    python train/train_mi_estimator.py --cache data/cache/synth --out runs/mi_estimator --resume
+    python -m train.train_mi_estimator --cache data/cache/synth --out runs/mi_estimator --resume
 
 The statistics network T learns to tell a clip's own (audio residual, landmark residual) pair from the
 audio of one clip paired with the landmarks of another, by maximising the Donsker–Varadhan bound with
@@ -24,8 +24,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
 from talkface.checkpoints import save_checkpoint, unwrap
 from talkface.models.mi_estimator import MIEstimator, mine_lower_bound
 from talkface.training import Run, Trainer, make_loader, optimizer_step, setup, teardown, wrap_ddp
@@ -38,6 +36,7 @@ from train.landmark_data import (
     to_batch,
     write_model_card,
 )
+from train.recipes import apply_recipe
 
 SIZES = {"default": {}, "tiny": dict(hidden=16)}
 LATE_FRAMES = 6
@@ -45,10 +44,10 @@ LATE_FRAMES = 6
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    add_common_args(p, max_steps=4000, batch_size=64, lr=1e-3)
+    add_common_args(p)
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--ema-rate", type=float, default=0.01, help="MINE's moving average of E_Q[e^T]")
-    return p.parse_args(argv)
+    return apply_recipe(p, "mi_estimator", argv, "mi_estimator")
 
 
 @torch.no_grad()

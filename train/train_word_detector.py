@@ -1,11 +1,11 @@
 """Train Det_w, the word detector (paper §III-A), on ground-truth landmark sequences.
 
     # one process: CPU, or the first GPU if there is one
-    python train/train_word_detector.py --cache data/cache/synth --out runs/word_detector
+    python -m train.train_word_detector --cache data/cache/synth --out runs/word_detector
     # N processes on one machine (DistributedDataParallel; gloo on CPU, nccl on GPUs)
-    torchrun --nproc_per_node=N train/train_word_detector.py --cache data/cache/synth --out runs/word_detector
+    torchrun --nproc_per_node=N -m train.train_word_detector --cache data/cache/synth --out runs/word_detector
     # continue an interrupted run exactly where it stopped
-    python train/train_word_detector.py --cache data/cache/synth --out runs/word_detector --resume
+    python -m train.train_word_detector --cache data/cache/synth --out runs/word_detector --resume
 
 It learns which of the vocabulary's words a 25-frame landmark sequence says. During training each clip
 shows a random 25-frame window of its 29 frames (the word stays inside) with a little landmark noise, and
@@ -30,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
 from talkface.checkpoints import save_checkpoint, unwrap
 from talkface.losses import WORD_FRAMES, centre_frames
 from talkface.models.word_detector import WordDetector
@@ -48,13 +46,14 @@ from train.landmark_data import (
     to_batch,
     write_model_card,
 )
+from train.recipes import apply_recipe
 
 SIZES = {"default": {}, "tiny": dict(hidden=16, num_layers=1, fc_dim=16)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    add_common_args(p, max_steps=6000, batch_size=64, lr=2e-3)
+    add_common_args(p)
     # model
     p.add_argument("--size", choices=sorted(SIZES), default="default")
     p.add_argument("--dropout", type=float, default=0.3)
@@ -70,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="per clip, motion scaled by a random factor in [1-A, 1+A] (0: none)")
     p.add_argument("--stretch", type=float, default=0.0,
                    help="per clip, time-stretched about its centre by a random speed in [1-S, 1+S] (0: none)")
-    return p.parse_args(argv)
+    return apply_recipe(p, "word_detector", argv, "word_detector")
 
 
 def random_windows(landmarks: torch.Tensor, frames: int = WORD_FRAMES) -> torch.Tensor:

@@ -14,7 +14,7 @@ dlib landmarks the way a speaker's face moves (the frames are then warped to the
 3. ``head_motion`` and ``blinks``: the small movements that keep a face from looking frozen.
 
 ``animate`` puts them together. The opening amplitude was tuned against a real talking face
-(FGNet's "franck" recording tracked with dlib, see ``franck_check``).
+(FGNet's "franck" recording tracked with dlib, see ``experiments/franck_check.py``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """How much of the word is in the landmarks? The word detector trained on exact vs detected landmarks (val split).
 
-    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact
-    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source dlib
-    python train/diagnose_word_detector.py --cache /work/data/cache --source dlib --steps 3000 \
+    python experiments/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact
+    python experiments/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source dlib
+    python experiments/diagnose_word_detector.py --cache /work/data/cache --source dlib --steps 3000 \
         --smooth 5 --stretch 0.2 --weight-decay 0.05 --label-smoothing 0.1
     # twice the training takes per word: the "extra" corpus (python -m talkface.data.synth --preset extra)
-    python train/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact \
+    python experiments/diagnose_word_detector.py --corpus /work/data/synth --cache /work/data/cache --source exact \
         --extra-corpus /work/data/synth_extra --steps 6000
-    python train/diagnose_word_detector.py --cache /work/data/cache --source dlib \
+    python experiments/diagnose_word_detector.py --cache /work/data/cache --source dlib \
         --extra-cache /work/data/cache_extra --steps 6000
 
 A synthetic clip's JSON sidecar holds the articulation model's exact landmarks; a dlib cache holds what dlib finds
@@ -23,15 +23,15 @@ from train/train_word_detector.py.
 landmarks the predictor makes for the cache's training clips and is scored on those it makes for the val clips
 (a probe: how much of the word the predictions carry at all, whichever detector later reads them):
 
-    python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source predicted \
-        --predictor docs/eval/exact_landmarks/checkpoints/a2l_baseline --steps 6000
+    python experiments/diagnose_word_detector.py --cache /work/data/cache_a2l --source predicted \
+        --predictor assets/checkpoints/a2l_baseline --steps 6000
 
 `--source audio` asks it of the sound itself: `AudioWordProbe` (the predictor's audio encoder E_a on each frame's
 MFCC window, then the detector's LSTM and pooling) learns the word from the training clips' audio. What it reads off
 the val clips bounds what a predictor trained on this corpus can put in its landmarks: lips that carry more of the
 word than a word classifier can hear in the same audio would have to come from somewhere else.
 
-    python train/diagnose_word_detector.py --cache /work/data/cache_a2l --source audio --steps 6000 --noise 0
+    python experiments/diagnose_word_detector.py --cache /work/data/cache_a2l --source audio --steps 6000 --noise 0
 
 `--save PROBE.safetensors` keeps the audio probe's weights: `train_a2l.py --init-audio-encoder` can start a
 predictor's E_a from them.
@@ -58,7 +58,7 @@ from talkface.checkpoints import atomic_save_tensors, load_checkpoint
 from talkface.data.dataset import LandmarkDataset, landmark_source, read_manifest
 from talkface.face import normalise_landmarks
 from talkface.losses import WORD_FRAMES, centre_frames
-from talkface.models.a2l import AudioEncoder
+from talkface.models.audio_word_probe import AudioWordProbe
 from talkface.models.word_detector import WordDetector
 from train.landmark_data import load_data, smooth, stretch, to_batch
 
@@ -92,28 +92,6 @@ def detected_landmarks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     items = [data[i] for i in range(len(data))]
     x = torch.stack([it["landmarks"] for it in items]).float()
     return normalise_landmarks(x)[0], torch.tensor([int(it["word"]) for it in items])
-
-
-class AudioWordProbe(torch.nn.Module):
-    """MFCC windows (B, T, 28, 12) → word logits: E_a per frame (as in `LandmarkPredictor`), then a
-    bidirectional LSTM, attention pooling and two fully connected layers (as in `WordDetector`)."""
-
-    def __init__(self, n_words: int = 500, audio_dim: int = 128, hidden: int = 128, fc_dim: int = 256,
-                 dropout: float = 0.3):
-        super().__init__()
-        self.encoder = AudioEncoder(dim=audio_dim)
-        self.lstm = torch.nn.LSTM(audio_dim, hidden, num_layers=2, batch_first=True, bidirectional=True,
-                                  dropout=dropout)
-        self.score = torch.nn.Linear(2 * hidden, 1)
-        self.fc1 = torch.nn.Linear(2 * hidden, fc_dim)
-        self.fc2 = torch.nn.Linear(fc_dim, n_words)
-        self.dropout = torch.nn.Dropout(dropout)
-
-    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
-        b, t = mfcc.shape[:2]
-        out, _ = self.lstm(self.encoder(mfcc.flatten(0, 1)).view(b, t, -1))
-        pooled = (torch.softmax(self.score(out), dim=1) * out).sum(dim=1)
-        return self.fc2(self.dropout(torch.relu(self.fc1(pooled))))
 
 
 def audio_windows(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

