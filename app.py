@@ -190,7 +190,8 @@ def _details(result) -> str:
     s = result.seconds
     stages = ", ".join(f"{name} {s[name]:.1f} s" for name in ("audio", "face", "a2l", "words", "heatmaps", "l2f",
                                                              "video") if name in s)
-    lines = [f"**{ABLATIONS[result.a2l]}** · {result.num_frames} frames ({result.duration:.2f} s of speech) · "
+    lines = [f"**{ABLATIONS[result.a2l]}** · articulation {result.articulation:g} · {result.num_frames} frames "
+             f"({result.duration:.2f} s of speech) · "
              f"made in {sum(s.values()):.1f} s ({stages})"]
     lines += [f"⚠ {note}" for note in result.notes]
     timeline = " · ".join(f"{t:.1f} s {word}" for t, word, _ in result.word_timeline[:TIMELINE_ENTRIES])

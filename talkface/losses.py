@@ -34,6 +34,13 @@ def landmark_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).sum(dim=-1).mean()
 
 
+def velocity_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(ours) L_rec on the frame-to-frame motion of (B, T, K, 2) landmarks: L2 on positions alone lets a predictor
+    average a fast gesture (a /p/ closure, an opening) into a smaller, slower one; this term asks for the motion
+    itself. An experiment (train_a2l.py --lambda-vel), not part of the paper's loss or the shipped recipes."""
+    return landmark_l2(pred[:, 1:] - pred[:, :-1], target[:, 1:] - target[:, :-1])
+
+
 def centre_frames(sequence: torch.Tensor, frames: int = WORD_FRAMES) -> torch.Tensor:
     """The centre `frames` steps of a (B, T, ...) sequence (where LRW puts the word)."""
     start = (sequence.shape[1] - frames) // 2

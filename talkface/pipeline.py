@@ -123,6 +123,7 @@ class TalkingFaceResult:
     preview: list[PreviewFrame]
     waveform: np.ndarray  # the speech at 16 kHz, as muxed into the videos
     a2l: str
+    articulation: float = 1.0  # the user's setting (the checkpoint's calibrated gain times this scales the motion)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     notes: list[str] = field(default_factory=list)  # things the person should know (several faces...)
 
@@ -311,6 +312,7 @@ class TalkingFacePipeline:
             preview=preview,
             waveform=waveform,
             a2l=name,
+            articulation=articulation,
             seconds=seconds,
             notes=notes,
         )

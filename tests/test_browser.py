@@ -102,8 +102,10 @@ def _video_duration(page, elem_id: str, timeout_ms: int = 120_000) -> float:
 def test_upload_toggle_generate_and_play(page, inputs):
     page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
     page.locator("#talkface-audio input[type=file]").set_input_files(str(inputs["speech"]))
-    page.get_by_label("WD: word detector loss").uncheck()  # +TR alone
-    assert page.get_by_label("TR: temporal residual loss").is_checked()
+    assert not page.get_by_label("WD: word detector loss").is_checked()  # the default, Baseline
+    page.get_by_label("TR: temporal residual loss").check()  # +TR alone
+    page.locator("#talkface-articulation input[type=number]").fill("1.5")
+    page.locator("#talkface-articulation input[type=number]").press("Enter")
     page.locator("#talkface-generate").click()
 
     duration = _video_duration(page, "talkface-video")
@@ -117,7 +119,7 @@ def test_upload_toggle_generate_and_play(page, inputs):
         return v.currentTime; }""")
     assert playing > 0.1
     page.get_by_text("What the lips say").wait_for()
-    page.get_by_text("+TR ·").wait_for()  # the details name the model the toggles picked
+    page.get_by_text("+TR · articulation 1.5 ·").wait_for()  # the details name the model and articulation asked
     page.screenshot(path="/tmp/talkface_browser.png", full_page=True)
 
 
@@ -149,7 +151,7 @@ def test_gradio_client_calls_the_api(server, inputs):
 
     client = Client(server, verbose=False)
     aligned, video, panels, grid, slider, frame, plot, words, details = client.predict(
-        handle_file(str(PHOTO)), handle_file(str(inputs["speech"])), True, True, False, api_name="/generate")
+        handle_file(str(PHOTO)), handle_file(str(inputs["speech"])), True, True, False, 1.0, api_name="/generate")
     assert Path(aligned).is_file() and Path(frame).is_file()
     for path in (video, panels):
         info = probe(path)

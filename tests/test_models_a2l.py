@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, word_loss
+from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, velocity_loss, word_loss
 from talkface.models.a2l import AudioEncoder, LandmarkEncoder, LandmarkPredictor
 from talkface.models.mi_estimator import MIEstimator, mine_lower_bound, residuals, shifted
 from talkface.models.word_detector import WordDetector
@@ -301,3 +301,11 @@ def test_bidirectional_predictor_reads_ahead():
     with pytest.raises(ValueError, match="bidirectional"):
         model.forward_with_state(mfcc, ref, state=(torch.zeros(2, 1, 16), torch.zeros(2, 1, 16)))
     assert model.predict_sequence(torch.randn(40, 28, 12), ref[0]).shape == (40, 68, 2)
+
+
+def test_velocity_loss_sees_motion_not_position():
+    target = torch.randn(2, 6, 68, 2)
+    assert velocity_loss(target + 0.3, target).item() == pytest.approx(0.0, abs=1e-12)  # same motion, offset
+    still = target[:, :1].expand_as(target)  # no motion at all: the loss is the target's own motion
+    motion = target[:, 1:] - target[:, :-1]
+    assert velocity_loss(still, target).item() == pytest.approx(landmark_l2(motion, torch.zeros_like(motion)).item())

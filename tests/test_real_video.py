@@ -56,3 +56,33 @@ def test_the_product_scored_on_its_own_video(tmp_path):
     assert "| Baseline |" in table and "| +WD+TR |" in table and "GRID" in table
     assert (tmp_path / "eval" / "contact_example.jpg").stat().st_size > 10_000
     shutil.rmtree(clips)
+
+
+@pytest.mark.slow
+def test_calibration_finds_the_gain_a_video_was_made_with(tmp_path):
+    """A clip the product made at its calibrated gain g: tried at g/2, g and 2g, calibration picks g (the range
+    ratio nearest 1) and writes it into the checkpoint's JSON and model card."""
+    from talkface.checkpoints import BUNDLED
+    from train.real_video import calibrate
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for path in BUNDLED.iterdir():
+        target = folder / path.name
+        if path.suffix == ".safetensors":
+            target.symlink_to(path)
+        else:
+            shutil.copy(path, target)
+    pipe = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=folder)
+    gain = pipe.articulation_gain("baseline")
+    pipe.run(EXAMPLE_PHOTO, EXAMPLE_SPEECH, out=tmp_path / "clips" / "example.mp4")
+    config = json.loads((folder / "a2l_baseline.json").read_text())
+    config["articulation_gain"] = 1.0
+    (folder / "a2l_baseline.json").write_text(json.dumps(config))
+
+    chosen = calibrate(tmp_path / "clips", folder, tmp_path / "out", ["baseline"], [gain / 2, gain, 2 * gain])
+    assert chosen == {"baseline": gain}
+    written = json.loads((folder / "a2l_baseline.json").read_text())
+    assert written["articulation_gain"] == gain and written["articulation_calibration"]["clips"] == ["example"]
+    assert f"**{gain:g}**" in (folder / "a2l_baseline.md").read_text()
+    assert "| Baseline |" in (tmp_path / "out" / "calibration.md").read_text()

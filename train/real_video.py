@@ -157,16 +157,15 @@ def evaluate_clip(pipe: TalkingFacePipeline, clip: RealClip, names: list[str], w
     return scores, contact_sheet(rows, ["real"] + [ABLATIONS[n] for n in names])
 
 
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over clips of each score (NaN-aware), the clips whose range ratio is in 0.8-1.25, and their number."""
+    mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in [*COLUMNS, "best_lag"]}
+    return {**mean, "range_ok": sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows), "clips": len(rows)}
+
+
 def summarise(per_clip: dict[str, dict], names: list[str], source: str = "frames") -> dict[str, dict[str, float]]:
-    """Mean over clips of each score, per ablation (NaN-aware), plus the clips whose range ratio is in 0.8-1.25."""
-    out = {}
-    for name in names:
-        rows = [clip["ablations"][name][source] for clip in per_clip.values()]
-        mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in [*COLUMNS, "best_lag"]}
-        mean["range_ok"] = sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows)
-        mean["clips"] = len(rows)
-        out[name] = mean
-    return out
+    """`mean_scores` per ablation, of the generated frames or (`source="landmarks"`) of the A2L landmarks."""
+    return {name: mean_scores([clip["ablations"][name][source] for clip in per_clip.values()]) for name in names}
 
 
 def markdown(per_clip: dict[str, dict], names: list[str], command: str) -> str:
@@ -252,13 +251,10 @@ def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names:
             model, tried = pipe.a2l_model(name), {}
             for gain in gains:
                 model.articulation_gain = gain
-                rows = [generate(pipe, clip, name, Path(work))["frames"] for clip in clips]
-                mean = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in COLUMNS}
-                mean["range_ok"] = sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows)
-                tried[gain] = mean
+                tried[gain] = mean = mean_scores([generate(pipe, clip, name, Path(work))["frames"] for clip in clips])
                 lines.append(f"| {ABLATIONS[name]} | {gain:g} | {mean['corr']:.2f} | {mean['range_ratio']:.2f} | "
                              f"{mean['shape_distance']:.2f} | {mean['bilabial']:.2f} | {mean['range_ok']} of "
-                             f"{len(rows)} |")
+                             f"{mean['clips']} |")
                 print(lines[-1], flush=True)
             chosen[name] = min(tried, key=lambda g: abs(np.log(tried[g]["range_ratio"])))
             json_path = checkpoints / f"a2l_{name}.json"

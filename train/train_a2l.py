@@ -50,7 +50,7 @@ from talkface.checkpoints import (
     unwrap,
 )
 from talkface.face import MOUTH
-from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, word_loss
+from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, velocity_loss, word_loss
 from talkface.metrics import lmd
 from talkface.models.a2l import LandmarkPredictor
 from talkface.models.mi_estimator import mine_lower_bound
@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # losses
     p.add_argument("--lambda-wd", type=float, default=0.0, help="weight of the word loss L_wd (0: off)")
     p.add_argument("--lambda-tr", type=float, default=0.0, help="weight of the temporal residual loss L_tr (0: off)")
+    p.add_argument("--lambda-vel", type=float, default=0.0,
+                   help="weight of L2 on the frame-to-frame motion (ours, an experiment; losses.velocity_loss)")
     p.add_argument("--tr-hinge", action="store_true",
                    help="hinge L_tr at the ground truth's MI, max(0, MI_true - MI_pred) (ours; see losses.py)")
     p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
@@ -178,7 +180,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         if args.lambda_tr > 0:
             losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred,
                                                     batch.landmarks if args.tr_hinge else None)
-        total = losses["l_rec"] + args.lambda_wd * losses.get("l_wd", 0.0) + args.lambda_tr * losses.get("l_tr", 0.0)
+        if args.lambda_vel > 0:
+            losses["l_vel"] = velocity_loss(pred, batch.landmarks)
+        weights = {"l_rec": 1.0, "l_wd": args.lambda_wd, "l_tr": args.lambda_tr, "l_vel": args.lambda_vel}
+        total = sum(weights[k] * v for k, v in losses.items())
         optimizer_step(optimizer, total)
         return {"loss": total, **losses}
 
