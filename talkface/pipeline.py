@@ -68,14 +68,28 @@ def switches(name: str) -> tuple[bool, bool]:
     return next(key for key, value in _SWITCHES.items() if value == name)
 
 
+_INNER_LIP_PAIRS = ([61, 62, 63], [67, 66, 65])  # upper inner-lip points and the lower ones facing them
+
+
 def articulate(landmarks: torch.Tensor, reference: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Scale the speech motion of normalised landmarks (T, 68, 2) about the photo's own (68, 2): 0 keeps the
     photo still, 2 moves every point twice as far (like SadTalker's expression scale).
 
     A2L trained under L2 shrinks the motion toward the mean; each A2L checkpoint records the gain that gives the
     real opening range back, calibrated on real video (``articulation_gain`` in its JSON, written by
-    ``train/real_video.py --calibrate``). The pipeline scales by that gain times the user's articulation."""
-    return reference + scale * (landmarks - reference)
+    ``train/real_video.py --calibrate``). The pipeline scales by that gain times the user's articulation.
+    Lips meet but never pass through each other: where the photo's mouth is open and a frame closes it, the
+    closing is scaled only until the inner lips touch (the frame's scale is lowered, never below 1).
+    """
+    motion = landmarks - reference
+    if scale > 1:
+        upper, lower = _INNER_LIP_PAIRS
+        gap = reference[lower, 1] - reference[upper, 1]  # (3,) canonical y points down
+        closing = motion[:, lower, 1] - motion[:, upper, 1]  # (T, 3), negative where the frame closes the mouth
+        limit = torch.where(closing < 0, gap / -closing.clamp(max=-1e-9), torch.full_like(closing, scale))
+        frame_scale = limit.min(dim=1).values.clamp(min=1.0, max=scale)  # (T,)
+        return reference + frame_scale[:, None, None] * motion
+    return reference + scale * motion
 
 
 def missing_checkpoints(checkpoint_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -6,6 +6,7 @@ four ablations stay in sync, and a bad checkpoint is named. (That the mouth open
 trained checkpoints: see bench/ and the model cards.)
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -161,6 +162,21 @@ def test_articulation_scales_the_speech_motion(pipe, aligned, short_speech, tmp_
         pipe.run(aligned, short_speech, articulation=2.5, out=tmp_path / "x.mp4")
 
 
+def test_articulation_never_crosses_the_lips():
+    """A photo with an open mouth, a frame that closes it, one that opens it wider: scaled by 3, the closing frame
+    stops where the inner lips touch (instead of the lower lip passing above the upper), the opening one scales."""
+    ref = torch.zeros(68, 2)
+    ref[[67, 66, 65], 1] = 0.2  # an open mouth: lower inner lip 0.2 below the upper (canonical y points down)
+    frames = ref.repeat(2, 1, 1)
+    frames[0, [67, 66, 65], 1] = 0.1  # half closed
+    frames[1, [67, 66, 65], 1] = 0.3  # wider
+    out = articulate(frames, ref, 3.0)
+    gap = out[:, [67, 66, 65], 1] - out[:, [61, 62, 63], 1]
+    torch.testing.assert_close(gap[0], torch.zeros(3))  # closed, not crossed (3x would give -0.1)
+    torch.testing.assert_close(gap[1], torch.full((3,), 0.5))  # 0.2 + 3 x 0.1
+    torch.testing.assert_close(articulate(frames, ref, 0.5), ref + 0.5 * (frames - ref))  # below 1: plain
+
+
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
     recorder = RecordingGenerator(pipe.renderer.generator)
     monkeypatch.setattr(pipe.renderer, "generator", recorder)
@@ -284,6 +300,13 @@ def test_bad_checkpoints_are_named(tiny_checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match=r"a2l_baseline\.json is missing"):
         pipe.run(PHOTO, SPEECH, compare=True, out=tmp_path / "x.mp4")  # ...until a comparison needs it
     assert not (tmp_path / "x.mp4").exists()
+
+    config = json.loads((root / "a2l_tr.json").read_text())
+    (root / "a2l_tr.json").write_text(json.dumps({**config, "articulation_gain": "loud"}))
+    with pytest.raises(CheckpointError, match=r"a2l_tr\.json records an articulation gain of 'loud'"):
+        TalkingFacePipeline.from_pretrained("tr", checkpoint_dir=root)
+    (root / "a2l_tr.json").write_text(json.dumps({**config, "articulation_gain": 1.5}))
+    assert TalkingFacePipeline.from_pretrained("tr", checkpoint_dir=root).articulation_gain("tr") == 1.5
 
     (root / "word_detector.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match=r"word_detector\.safetensors is damaged"):
