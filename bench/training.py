@@ -13,7 +13,7 @@ Each stage runs in a fresh process as shipped and again with OMP_WAIT_POLICY=PAS
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench.harness import REPO, Row, default_device, fresh_python, machine_line, report, seconds_per_call
+from bench.harness import Row, default_device, fresh_python, machine_line, report, seconds_per_call
 from talkface.data.lrw import CLIP_FRAMES
 from talkface.face import MEAN_SHAPE
 from talkface.losses import landmark_l2, temporal_residual_loss, word_loss
@@ -37,11 +37,8 @@ SECTION = "training"
 
 
 def trainer(name: str):
-    """A script of train/ as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A trainer of the train package (python -m train.NAME)."""
+    return importlib.import_module(f"train.{name}")
 
 
 def landmark_items(batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -74,7 +71,7 @@ def measure(quick: bool = False, device: torch.device | None = None) -> list[dic
     min_s = 1.0 if quick else 5.0
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    data = trainer("train_word_detector")  # also brings train.landmark_data onto the path
+    data = trainer("train_word_detector")
     from train.landmark_data import to_batch
 
     results = []
