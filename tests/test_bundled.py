@@ -40,17 +40,27 @@ def test_the_example_speaks(tmp_path):
 @pytest.mark.slow
 def test_the_generated_mouth_follows_the_landmarks(tmp_path):
     """On the bundled photo (a wide smile, unlike the corpus's faces) the mouth in the generated frames opens and
-    closes as the predicted landmarks do: dlib, run on the output video, finds the same inner-lip gap track."""
+    closes as the predicted landmarks do: dlib, run on the output video, finds the same inner-lip gap track.
+
+    Twice: with the model's own motion (articulation 1 / its calibrated gain), where L2F must close the mouth as
+    far as asked; and as the app runs it, where the gain asks this smile to close fully in some frames and L2F
+    gets it only part of the way (a known limit, docs/real_video.md): there the mouth must still close to well
+    under the photo's own gap."""
     pipe = TalkingFacePipeline.from_pretrained("baseline")
-    result = pipe.run(EXAMPLE_PHOTO, EXAMPLE_SPEECH, out=tmp_path / "example.mp4")
-    frames, _ = read_video(result.video_path)
-    assert len(frames) == result.num_frames
-    seen = mouth_opening(np.stack([detect_landmarks(f) for f in frames]))
-    asked = mouth_opening(result.landmarks)
-    assert asked.std() > 1.0  # the landmarks do move (crop pixels)
-    assert np.corrcoef(seen, asked)[0, 1] > 0.6, "the generated mouth does not follow the landmarks"
-    # it closes as far as asked, from a photo whose own mouth is open (the L2F before the landmark flow never
-    # closed it: dlib found a gap of 5 px or more in every frame where the landmarks asked for ~1-3 px)
-    closed = asked <= np.percentile(asked, 10)
-    assert seen[closed].mean() < asked[closed].mean() + 2.0, "the generated mouth does not close with the landmarks"
-    assert seen.max() - seen.min() > 0.7 * (asked.max() - asked.min()), "the generated mouth barely moves"
+    photo_gap = mouth_opening(pipe.align(EXAMPLE_PHOTO).landmarks)
+    for articulation in (1 / pipe.articulation_gain("baseline"), 1.0):
+        result = pipe.run(EXAMPLE_PHOTO, EXAMPLE_SPEECH, out=tmp_path / "example.mp4", articulation=articulation)
+        frames, _ = read_video(result.video_path)
+        assert len(frames) == result.num_frames
+        seen = mouth_opening(np.stack([detect_landmarks(f) for f in frames]))
+        asked = mouth_opening(result.landmarks)
+        assert asked.std() > 1.0  # the landmarks do move (crop pixels)
+        assert np.corrcoef(seen, asked)[0, 1] > 0.6, "the generated mouth does not follow the landmarks"
+        assert seen.max() - seen.min() > 0.7 * (asked.max() - asked.min()), "the generated mouth barely moves"
+        closed = asked <= np.percentile(asked, 10)
+        if articulation < 1:
+            # it closes as far as asked, from a photo whose own mouth is open (the L2F before the landmark flow
+            # never closed it: dlib found a gap of 5 px or more in every frame where the landmarks asked ~1-3 px)
+            assert seen[closed].mean() < asked[closed].mean() + 2.0, "the mouth does not close with the landmarks"
+        else:
+            assert seen[closed].mean() < 0.5 * photo_gap, "the generated mouth does not close"

@@ -260,8 +260,8 @@ def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names:
             json_path = checkpoints / f"a2l_{name}.json"
             config = json.loads(json_path.read_text())
             config["articulation_gain"] = chosen[name]
-            config["articulation_calibration"] = {"command": command, "clips": [c.name for c in clips],
-                                                  **{k: round(v, 4) for k, v in tried[chosen[name]].items()}}
+            config["articulation_calibration"] = {**{k: round(v, 4) for k, v in tried[chosen[name]].items()},
+                                                  "command": command, "clips": [c.name for c in clips]}
             atomic_save_json(config, json_path)
             card_section(checkpoints / f"a2l_{name}.md", config)
     lines += ["", "Chosen (written into each checkpoint's JSON): "
