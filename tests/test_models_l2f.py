@@ -326,6 +326,15 @@ def test_trainer_runs_resumes_exactly_and_exports(face, tmp_path, monkeypatch):
     assert config["heatmap_sigma"] == 2.0 and config["image_size"] == 64 and config["metrics"] == metrics
     assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), resumed.state_dict().values()))
     assert "lsgan" in (whole / "l2f.md").read_text()
+    # the default recipe with no --init trains its plain-warping base first (OUT/base), then fine-tunes from it
+    default = tmp_path / "default"
+    trainer.main(["--cache", "unused", "--size", "tiny", "--batch-size", "2", "--val-frames", "2", "--lmd-frames", "0",
+                  "--out", str(default), "--max-steps", "1"])
+    base_args = load_checkpoint(default / "base" / "l2f")[1]["training"]["args"]
+    final_args = load_checkpoint(default / "l2f")[1]["training"]["args"]
+    assert base_args["recipe"] == "l2f_base" and not base_args["landmark_flow"]
+    assert final_args["recipe"] == "l2f" and final_args["landmark_flow"] and final_args["identity_frame"] == "any"
+    assert final_args["init"] == str(default / "base" / "l2f")
     # fine-tuning starts from a shippable checkpoint's weights
     tuned = tmp_path / "tuned"
     trainer.main([*common, "--out", str(tuned), "--max-steps", "1", "--lmd-frames", "0", "--init", str(whole / "l2f")])

@@ -1,6 +1,8 @@
 """Train L2F, the landmarks-to-frames generator (paper §III-B).
 
-    # the shipped recipe (train/recipes.py), in two runs: plain warping, then the landmark flow from it
+    # the shipped recipe (train/recipes.py): plain warping (in runs/l2f/base), then the landmark flow from it
+    python -m train.train_l2f --cache cache/synth --out runs/l2f
+    # the same two runs by hand
     python -m train.train_l2f --cache cache/synth --out runs/l2f_base --recipe l2f_base
     python -m train.train_l2f --cache cache/synth --out runs/l2f --init runs/l2f_base/l2f
     # N GPUs on one machine (DistributedDataParallel)
@@ -101,11 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="> 0 is faster; resume is then not bit-exact")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
-    args = apply_recipe(p, "l2f", argv, "l2f")
-    if args.recipe == "l2f" and not args.init and not args.resume:
-        p.error("the l2f recipe fine-tunes the plain-warping generator: train that first (--recipe l2f_base, "
-                "its own --out) and pass its checkpoint as --init OUT/l2f; train/reproduce.py runs both")
-    return args
+    return apply_recipe(p, "l2f", argv, "l2f")
 
 
 # augmentation: the same random draw for a sample's identity, target and both landmark sets
@@ -417,6 +415,15 @@ def save_grid(path: Path, grid: np.ndarray) -> None:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.recipe == "l2f" and not args.init:
+        # the shipped recipe is two runs: plain warping first (in OUT/base), then this one fine-tuned from it
+        # with the landmark flow; the command's other flags apply to both
+        base = Path(args.out) / "base"
+        if not (base / "l2f.md").exists():  # the card is written last: a finished base run
+            main([*argv, "--recipe", "l2f_base", "--out", str(base),
+                  *(["--resume"] if (base / "last.safetensors").exists() else [])])
+        argv = [*argv, "--init", str(base / "l2f")]
+        args = parse_args(argv)
     out = Path(args.out)
     run = setup(args.seed)
     train_set, val_set, manifest = load_data(args.cache, args.identity_frame)
