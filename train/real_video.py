@@ -129,18 +129,20 @@ def load_clip(pipe: TalkingFacePipeline, clip: Path) -> RealClip:
     return RealClip(clip.stem, frames, track_landmarks(frames), waveform, text, phones, pipe.align(frames[0]))
 
 
-def generate(pipe: TalkingFacePipeline, clip: RealClip, name: str, work: Path, **options) -> dict:
-    """One ablation on one clip, as the app would make it: its scores (frames, A2L landmarks), frames, points."""
+def generate(pipe: TalkingFacePipeline, clip: RealClip, name: str, work: Path, **options
+             ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One ablation on one clip, as the app would make it: its scores (on the generated frames and on the A2L
+    landmarks), the frames and dlib's points on them."""
     result = pipe.run(clip.photo, (SAMPLE_RATE, clip.waveform), a2l=name, out=work / f"{clip.name}_{name}.mp4",
                       **options)
     frames, _ = read_video(result.video_path)
     generated = track_landmarks(frames)
-    return {
+    scores = {
         "frames": lip_sync_scores(generated, clip.points, clip.phones),
         "landmarks": lip_sync_scores(result.landmarks, clip.points, clip.phones),
         "frames_without_face": int(np.isnan(generated[:, 0, 0]).sum()),
-        "_video": (frames, generated),
     }
+    return scores, frames, generated
 
 
 def evaluate_clip(pipe: TalkingFacePipeline, clip: RealClip, names: list[str], work: Path, sheet_frames: int = 10,
@@ -151,8 +153,7 @@ def evaluate_clip(pipe: TalkingFacePipeline, clip: RealClip, names: list[str], w
     picks = np.linspace(0, len(clip.frames) - 1, sheet_frames).round().astype(int)
     rows = [[mouth_crop(clip.frames[i], clip.points[i]) for i in picks]]
     for name in names:
-        scores["ablations"][name] = generate(pipe, clip, name, work, **options)
-        frames, points = scores["ablations"][name].pop("_video")
+        scores["ablations"][name], frames, points = generate(pipe, clip, name, work, **options)
         rows.append([mouth_crop(frames[min(i, len(frames) - 1)], points[min(i, len(frames) - 1)]) for i in picks])
     return scores, contact_sheet(rows, ["real"] + [ABLATIONS[n] for n in names])
 
@@ -251,7 +252,8 @@ def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names:
             model, tried = pipe.a2l_model(name), {}
             for gain in gains:
                 model.articulation_gain = gain
-                tried[gain] = mean = mean_scores([generate(pipe, clip, name, Path(work))["frames"] for clip in clips])
+                rows = [generate(pipe, clip, name, Path(work))[0]["frames"] for clip in clips]
+                tried[gain] = mean = mean_scores(rows)
                 lines.append(f"| {ABLATIONS[name]} | {gain:g} | {mean['corr']:.2f} | {mean['range_ratio']:.2f} | "
                              f"{mean['shape_distance']:.2f} | {mean['bilabial']:.2f} | {mean['range_ok']} of "
                              f"{mean['clips']} |")
