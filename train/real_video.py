@@ -160,8 +160,12 @@ def evaluate_clip(pipe: TalkingFacePipeline, clip: RealClip, names: list[str], w
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean over clips of each score (NaN-aware), the clips whose range ratio is in 0.8-1.25, and their number."""
-    mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in [*COLUMNS, "best_lag"]}
-    return {**mean, "range_ok": sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows), "clips": len(rows)}
+    def mean(key: str) -> float:  # NaN where no clip has the score (e.g. no /p b m/ in any transcript)
+        values = [r[key] for r in rows if np.isfinite(r.get(key, np.nan))]
+        return float(np.mean(values)) if values else float("nan")
+
+    means = {key: mean(key) for key in [*COLUMNS, "best_lag"]}
+    return {**means, "range_ok": sum(0.8 <= r["range_ratio"] <= 1.25 for r in rows), "clips": len(rows)}
 
 
 def summarise(per_clip: dict[str, dict], names: list[str], source: str = "frames") -> dict[str, dict[str, float]]:
