@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +105,6 @@ def data_record(manifest: dict[str, Any]) -> dict[str, Any]:
     if manifest.get("extra"):
         record["extra_training_data"] = [data_record(m) for m in manifest["extra"]]
     return record
-
-
-def command_line(script: str, argv: list[str]) -> str:
-    return f"python -m train.{script.removesuffix('.py')} " + shlex.join(argv)
 
 
 # Every model card ends with where the data came from and what that means for use.
