@@ -26,7 +26,6 @@ from pathlib import Path
 import cv2
 import gradio as gr
 
-from talkface.audio import SAMPLE_RATE
 from talkface.drawing import aligned_preview, mouth_opening_figure
 from talkface.errors import TalkFaceError
 from talkface.pipeline import (
@@ -123,7 +122,7 @@ class TalkFaceApp:
             pipe = self.pipeline()
             progress(0.0, desc="Reading the speech")
             start = time.perf_counter()
-            waveform = pipe.load_speech(audio, self.max_seconds)
+            speech = pipe.load_speech(audio, self.max_seconds)
             progress(0.05, desc="Finding and aligning the face")
             read = time.perf_counter()
             aligned = pipe.align(photo)
@@ -132,7 +131,7 @@ class TalkFaceApp:
                 gr.Warning(f"{aligned.num_faces} faces were found in the photo; the largest one is used.")
             yield (aligned_preview(aligned), None, None, gr.update(value=None, visible=compare), [],
                    gr.update(value=0, maximum=1, visible=False), None, None, None, "")
-            result = pipe.run(aligned, (SAMPLE_RATE, waveform), a2l=ablation(wd, tr), compare=compare, panels=True,
+            result = pipe.run(aligned, speech, a2l=ablation(wd, tr), compare=compare, panels=True,
                               articulation=float(articulation), out=out / "talkface.mp4", max_seconds=None,
                               progress=lambda f, message: progress(f, desc=message))
             result.seconds.update(seconds)  # the stages that ran here, before the pipeline

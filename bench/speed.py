@@ -219,11 +219,11 @@ def stages(config: dict) -> dict:
     add("face alignment (once per photo)", f"{time.perf_counter() - start:.2f} s (first call: loads models)")
     add("face alignment, warm", f"{seconds_per_call(lambda: pipe.align(PHOTO), min_s, warmup=0):.2f} s")
 
-    waveform = pipe.load_speech(wav)
+    waveform = pipe.load_speech(wav).waveform
     n = len(mfcc_windows(waveform))
     duration = len(waveform) / SAMPLE_RATE
     add("speech", f"{duration:.2f} s = {n} frames")
-    t = seconds_per_call(lambda: mfcc_windows(torch.from_numpy(pipe.load_speech(wav)).to(device)), min_s)
+    t = seconds_per_call(lambda: mfcc_windows(torch.from_numpy(pipe.load_speech(wav).waveform).to(device)), min_s)
     add("audio features (read + MFCC windows)", fps_rtf(n, t))
 
     name = pipe.default_a2l

@@ -51,7 +51,7 @@ def main() -> None:
     clips = []
     for clip in real_clips(args.root):
         frames, _ = read_video(clip)
-        waveform = pipe.load_speech(str(clip))
+        waveform = pipe.load_speech(str(clip)).waveform
         phones, _ = align(waveform, SAMPLE_RATE, transcript(clip))
         clips.append((track_landmarks(frames), waveform, phones, pipe.align(frames[0]).landmarks))
     closed_mouth = MouthParams.from_array(np.zeros((1, 6), np.float32))

@@ -1,7 +1,7 @@
 """Command line: photo + speech -> talking-face video.
 
     python -m talkface --photo face.jpg --audio speech.wav --out out.mp4 [--a2l wd_tr] [--articulation 1.2]
-        [--compare] [--panels]
+        [--compare] [--panels] [--crop | --max-side 1920] [--still]
 
 Exit status 0 on success, 1 when an input or a checkpoint cannot be used (one plain sentence on stderr),
 130 when interrupted.
@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from talkface.audio import MAX_SECONDS
+from talkface.composite import MAX_SIDE
 from talkface.errors import TalkFaceError
 from talkface.pipeline import ABLATIONS, DEFAULT_A2L, MAX_ARTICULATION, TalkingFacePipeline
 
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                              "video)")
     parser.add_argument("--articulation", type=_articulation, default=1.0,
                         help="how far the mouth moves: 0 still, 1 as calibrated on real video (default), up to 2")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--max-side", type=_positive_int, default=MAX_SIDE,
+                      help=f"the whole photo comes back, its long side capped at this (default {MAX_SIDE}; never "
+                           "enlarged; an odd width or height loses one pixel, as H.264 needs even sizes)")
+    size.add_argument("--crop", action="store_true", help="write the aligned 256x256 face crop instead")
+    parser.add_argument("--still", action="store_true", help="no blinks or head motion: only the mouth moves")
     parser.add_argument("--out", default="talkface.mp4", help="the video to write (default talkface.mp4)")
     parser.add_argument("--compare", action="store_true",
                         help="also run all four A2L models and write OUT_compare.mp4, a 2x2 grid")
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir)
         result = pipe.run(args.photo, args.audio, compare=args.compare, panels=args.panels, out=args.out,
-                          articulation=args.articulation,
+                          articulation=args.articulation, full_frame=not args.crop, max_side=args.max_side,
+                          still=args.still,
                           max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress)
     except TalkFaceError as exc:
         bar.close()
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     for path in (result.video_path, result.panel_video_path, result.compare_video_path):
         if path is not None:
-            print(f"wrote {path}")
+            width, height = result.video_size if path == result.video_path else (None, None)
+            print(f"wrote {path}" + (f" ({width}x{height})" if width else ""))
     print(f"{result.num_frames} frames ({result.duration:.2f} s) in {sum(result.seconds.values()):.1f} s: "
           + ", ".join(f"{stage} {s:.1f} s" for stage, s in result.seconds.items()))
     print("the lips say (word detector, top 5): "

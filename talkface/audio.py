@@ -3,6 +3,8 @@
 `load_audio` turns a file or a Gradio recording into mono float32 at 16 kHz; `mfcc_windows` turns
 that into one 28×12 MFCC window per video frame (paper §IV-B, after ATVGnet); `check_speech`
 rejects recordings with no speech energy. Anything a user can get wrong raises `AudioError`.
+`load_speech` keeps both sides of a recording: the model's 16 kHz mono input and the sound as recorded
+(its own rate and channels), which the videos carry (`talkface.video.VideoWriter`).
 
 Typical use::
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -53,6 +57,7 @@ WIN_SAMPLES = 400  # 25 ms analysis window
 N_FFT = 512
 # python_speech_features' default filterbank size, which ATVGnet's 13 coefficients came from.
 N_MELS = 26
+MAX_TRACK_RATE = 48000  # the videos' sound keeps the recording's rate up to this (AAC's usual ceiling)
 # Level of the loudest 0.2 s below which a recording counts as silent: 20 dB under a quiet real
 # recording (-30 dBFS), 10 dB over faint hiss (-60 dBFS). dBFS here is RMS relative to 1.0.
 SILENCE_DBFS = -50.0
@@ -62,10 +67,49 @@ log = logging.getLogger(__name__)
 
 # loading
 
+@dataclass
+class Speech:
+    """One recording, both ways: what the model reads and what the video plays.
+
+    The model reads 16 kHz mono (``waveform``); the video carries the sound as it was recorded: the file
+    itself (``path``) or, for a recording given as samples, those samples (``samples``, (N,) or (N, C)),
+    at ``sample_rate`` with ``channels``. A video muxes it with ``talkface.video.VideoWriter(soundtrack=)``.
+    """
+
+    waveform: np.ndarray  # (N,) float32, 16 kHz mono
+    sample_rate: int  # the recording's own rate
+    channels: int
+    path: Path | None = None
+    samples: np.ndarray | None = None
+
+    @property
+    def duration(self) -> float:
+        return len(self.waveform) / SAMPLE_RATE
+
+
+def load_speech(source: str | os.PathLike | tuple[int, np.ndarray] | Speech,
+                max_seconds: float | None = MAX_SECONDS, min_seconds: float = 0.2) -> Speech:
+    """A file path or a Gradio ``(sample_rate, array)`` tuple -> ``Speech`` (limits as ``load_audio``)."""
+    if isinstance(source, Speech):
+        if max_seconds is not None and source.duration > max_seconds:
+            raise _too_long(max_seconds)
+        return source
+    if isinstance(source, tuple):
+        rate, samples = source
+        samples = np.asarray(samples)
+        waveform, _ = load_audio((rate, samples), max_seconds, min_seconds)
+        channels = 1 if samples.ndim == 1 else samples.shape[1]
+        return Speech(waveform, int(rate), channels, samples=samples)
+    info: dict[str, int] = {}
+    waveform, _ = load_audio(source, max_seconds, min_seconds, _info=info)
+    return Speech(waveform, info["rate"], info["channels"], path=Path(source))
+
+
 def load_audio(
     source: str | os.PathLike | tuple[int, np.ndarray],
     max_seconds: float | None = MAX_SECONDS,
     min_seconds: float = 0.2,
+    _info: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read speech from a file path or a Gradio `(sample_rate, array)` tuple.
 
@@ -79,7 +123,7 @@ def load_audio(
         if max_seconds is not None and len(waveform) > max_seconds * rate:
             raise _too_long(max_seconds)
     else:
-        waveform, rate = _read_file(Path(source), max_seconds)
+        waveform, rate = _read_file(Path(source), max_seconds, _info if _info is not None else {})
 
     if waveform.size == 0:
         raise AudioError("The audio contains no sound at all.")
@@ -115,8 +159,9 @@ def _to_float_mono(samples: np.ndarray) -> np.ndarray:
     return waveform
 
 
-def _read_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    """libsndfile for what it reads (fast, exact rate), else the bundled ffmpeg for the rest."""
+def _read_file(path: Path, max_seconds: float | None, info: dict[str, int]) -> tuple[np.ndarray, int]:
+    """libsndfile for what it reads (fast, exact rate), else the bundled ffmpeg for the rest. `info` gets the
+    file's own sample rate and channel count."""
     if not path.is_file():
         raise AudioError(f"Could not find the audio file '{path.name}'.")
     if path.stat().st_size == 0:
@@ -125,16 +170,22 @@ def _read_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
         with soundfile.SoundFile(path) as f:
             if max_seconds is not None and f.frames > max_seconds * f.samplerate:
                 raise _too_long(max_seconds)
+            info.update(rate=f.samplerate, channels=f.channels)
             return f.read(dtype="float32", always_2d=True).mean(axis=1), f.samplerate
     except soundfile.LibsndfileError:
-        return _decode_with_ffmpeg(path, max_seconds), SAMPLE_RATE
+        return _decode_with_ffmpeg(path, max_seconds, info), SAMPLE_RATE
 
 
-def _decode_with_ffmpeg(path: Path, max_seconds: float | None) -> np.ndarray:
-    """Decode the first audio stream (webm, m4a, even a video) to mono 16 kHz float32 via a pipe."""
+_STREAM = re.compile(r"Stream #0:\d+.*?: Audio: [^,]+, (\d+) Hz, ([^,]+),")
+_LAYOUTS = {"mono": 1, "stereo": 2}
+
+
+def _decode_with_ffmpeg(path: Path, max_seconds: float | None, info: dict[str, int]) -> np.ndarray:
+    """Decode the first audio stream (webm, m4a, even a video) to mono 16 kHz float32 via a pipe; `info` gets
+    the stream's own rate and channels (from ffmpeg's report of its input, no second process)."""
     # ffmpeg's own stereo downmix is (L + R)/√2, which clips loud stereo; capping the mixing matrix
     # at 1 makes it the channel mean, as for files libsndfile reads.
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "info", "-i", str(path),
                "-map", "0:a:0", "-ac", "1", "-rematrix_maxval", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le"]
     if max_seconds is not None:
         # Decode one second past the limit, enough to know it is exceeded without decoding an hour.
@@ -144,6 +195,12 @@ def _decode_with_ffmpeg(path: Path, max_seconds: float | None) -> np.ndarray:
         log.debug("ffmpeg could not decode %s: %s", path, result.stderr.decode(errors="replace"))
         raise AudioError(f"Could not read the audio file '{path.name}'; "
                          "it may be damaged or not a sound file.")
+    report = result.stderr.decode(errors="replace")
+    stream = _STREAM.search(report)
+    if stream is not None:  # any layout but mono and stereo has more channels: the video gets a stereo downmix
+        info.update(rate=int(stream.group(1)), channels=_LAYOUTS.get(stream.group(2).strip(), 3))
+    else:
+        info.update(rate=SAMPLE_RATE, channels=1)
     waveform = np.frombuffer(result.stdout, dtype=np.float32).copy()
     if max_seconds is not None and len(waveform) > max_seconds * SAMPLE_RATE:
         raise _too_long(max_seconds)

@@ -302,13 +302,15 @@ def detect_faces(image: np.ndarray) -> list[FaceBox]:
 @dataclass
 class AlignedFace:
     """The largest face aligned to ``TEMPLATE``: the crop, its 68 landmarks (crop pixels), the
-    number of faces seen, the chosen face's box and the 2x3 affine mapping the image to the crop."""
+    number of faces seen, the chosen face's box, the 2x3 affine mapping the image to the crop, and the
+    image itself (RGB, as read: what ``talkface.composite`` pastes the generated face back into)."""
 
     image: np.ndarray
     landmarks: np.ndarray
     num_faces: int
     box: FaceBox
     transform: np.ndarray
+    photo: np.ndarray | None = None
 
 
 def _anchors(landmarks: np.ndarray) -> np.ndarray:
@@ -349,7 +351,7 @@ def align_face(image: np.ndarray, size: int = CROP_SIZE, min_face: int = 40) -> 
         )
         landmarks = detect_landmarks(crop)
         points = sim.invert(_anchors(landmarks)[None])[0]
-    return AlignedFace(crop, landmarks, len(faces), box, transform)
+    return AlignedFace(crop, landmarks, len(faces), box, transform, rgb)
 
 
 # 68 landmarks

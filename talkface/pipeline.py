@@ -27,8 +27,10 @@ import torch
 from torch import nn
 
 from talkface import drawing
-from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, check_speech, load_audio, mfcc_windows
+from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
+from talkface.composite import MAX_SIDE, PasteBack
+from talkface.data.articulation import living_head
 from talkface.data.lrw import lrw_vocabulary
 from talkface.errors import CheckpointError, FaceError, TalkFaceError
 from talkface.face import (
@@ -126,7 +128,7 @@ class TalkingFaceResult:
 
     landmarks: np.ndarray  # (T, 68, 2) of the selected A2L model
     mouth_opening: np.ndarray  # (T,) inner-lip gap in crop pixels
-    video_path: Path  # generated frames with the speech
+    video_path: Path  # generated frames with the speech: the whole photo, or the face crop
     panel_video_path: Path | None  # landmarks | heatmaps | frames, when panels were asked for
     compare_video_path: Path | None  # 2 x 2 grid of the four ablations, when compare was asked for
     tracks: dict[str, np.ndarray]  # ablation -> (T, 68, 2): the selected one, or all four with compare
@@ -135,9 +137,12 @@ class TalkingFaceResult:
     aligned: AlignedFace  # the crop and the landmarks the system saw
     num_faces: int
     preview: list[PreviewFrame]
-    waveform: np.ndarray  # the speech at 16 kHz, as muxed into the videos
+    waveform: np.ndarray  # the speech at 16 kHz, as the model read it (the videos carry it as recorded)
     a2l: str
     articulation: float = 1.0  # the user's setting (the checkpoint's calibrated gain times this scales the motion)
+    full_frame: bool = True  # the main video is the whole photo (else the 256 x 256 face crop)
+    still: bool = False  # no blinks or head motion were added
+    video_size: tuple[int, int] = (256, 256)  # the main video's (width, height)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     notes: list[str] = field(default_factory=list)  # things the person should know (several faces...)
 
@@ -211,12 +216,13 @@ class TalkingFacePipeline:
         return align_face(image)
 
     @staticmethod
-    def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray], max_seconds: float | None = MAX_SECONDS
-                    ) -> np.ndarray:
-        """Any audio file or (rate, samples) -> mono 16 kHz speech; raises AudioError if unusable or silent."""
-        waveform, _ = load_audio(audio, max_seconds=max_seconds)
-        check_speech(waveform)
-        return waveform
+    def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray] | Speech,
+                    max_seconds: float | None = MAX_SECONDS) -> Speech:
+        """Any audio file or (rate, samples) -> ``Speech``: mono 16 kHz for the model (``.waveform``) and the
+        recording as it was made, for the videos; raises AudioError if unusable or silent."""
+        speech = load_speech(audio, max_seconds=max_seconds)
+        check_speech(speech.waveform)
+        return speech
 
     @torch.inference_mode()
     def predict_landmarks(self, aligned: AlignedFace, waveform: np.ndarray, names: list[str],
@@ -254,12 +260,15 @@ class TalkingFacePipeline:
     def run(
         self,
         photo: str | os.PathLike | np.ndarray | PIL.Image.Image | AlignedFace,
-        audio: str | os.PathLike | tuple[int, np.ndarray],
+        audio: str | os.PathLike | tuple[int, np.ndarray] | Speech,
         *,
         a2l: str | None = None,
         compare: bool = False,
         panels: bool = False,
         articulation: float = 1.0,
+        full_frame: bool = True,
+        max_side: int = MAX_SIDE,
+        still: bool = False,
         out: str | os.PathLike | None = None,
         max_seconds: float | None = MAX_SECONDS,
         batch_size: int = 4,
@@ -270,8 +279,11 @@ class TalkingFacePipeline:
 
         `compare` also runs the other three A2L ablations and writes `<out>_compare.mp4`, a 2 x 2 grid;
         `panels` writes `<out>_panels.mp4` (landmarks | heatmaps | frames). `articulation` scales how far the
-        mouth moves (0 still, 1 as calibrated on real video, up to 2: ``articulate``). All videos carry the speech
-        and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
+        mouth moves (0 still, 1 as calibrated on real video, up to 2: ``articulate``). `full_frame`: the main
+        video is the whole photo, its long side capped at `max_side` (``talkface.composite``), else the aligned
+        256 x 256 crop (the panels and the grid are always crops). `still`: no blinks or head motion (by
+        default the face blinks and moves its head a little: ``living_head``). All videos carry the speech
+        as recorded and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
         anything the person can fix. `batch_size` frames go through L2F at once: 4 is the fastest on a 2-core
         CPU (`python bench/run_all.py`: end-to-end RTF 0.55 at 4, 0.88 at 16) and memory stays flat.
         """
@@ -281,12 +293,15 @@ class TalkingFacePipeline:
             raise CheckpointError(f"There is no A2L model '{name}'; choose one of {', '.join(ABLATIONS)}.")
         if not 0.0 <= articulation <= MAX_ARTICULATION:
             raise TalkFaceError(f"Articulation must be between 0 and {MAX_ARTICULATION:g}, not {articulation:g}.")
+        if full_frame and max_side < 2:
+            raise TalkFaceError(f"The longest side of the video must be at least 2 pixels, not {max_side}.")
         names = list(ABLATIONS) if compare else [name]
         seconds: dict[str, float] = {}
 
         report(0.0, "Reading the speech")
         with _timed(seconds, "audio"):
-            waveform = self.load_speech(audio, max_seconds)
+            speech = self.load_speech(audio, max_seconds)
+        waveform = speech.waveform
         if not isinstance(photo, AlignedFace):
             report(0.05, "Finding and aligning the face")
             with _timed(seconds, "face"):
@@ -301,6 +316,8 @@ class TalkingFacePipeline:
             for other in names:
                 self.a2l_model(other)  # a missing comparison checkpoint fails here, before any work
             tracks, normalised = self.predict_landmarks(aligned, waveform, names, articulation)
+            if not still:
+                tracks = living_head(tracks, aligned.landmarks)
         report(0.2, "Reading the words on the lips")
         with _timed(seconds, "words"):
             words, timeline = self.read_words(normalised[name])
@@ -309,7 +326,12 @@ class TalkingFacePipeline:
         video.parent.mkdir(parents=True, exist_ok=True)
         panel_video = video.with_name(f"{video.stem}_panels.mp4") if panels else None
         compare_video = video.with_name(f"{video.stem}_compare.mp4") if compare else None
-        preview = self._generate(aligned, waveform, tracks, name, video, panel_video, compare_video,
+        paste = None
+        if full_frame:
+            with _timed(seconds, "paste"):
+                paste = PasteBack(aligned, max_side, region="lower" if still else "face",
+                                  rest=self._rest_frame(aligned), extent=tracks[name])
+        preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
                                  batch_size, preview_frames, seconds, report)
         report(1.0, "Done")
         return TalkingFaceResult(
@@ -327,15 +349,30 @@ class TalkingFacePipeline:
             waveform=waveform,
             a2l=name,
             articulation=articulation,
+            full_frame=full_frame,
+            still=still,
+            video_size=(paste.width, paste.height) if paste else (self.renderer.image_size,) * 2,
             seconds=seconds,
             notes=notes,
         )
 
     @torch.inference_mode()
-    def _generate(self, aligned: AlignedFace, waveform: np.ndarray, tracks: dict[str, np.ndarray], name: str,
-                  video: Path, panel_video: Path | None, compare_video: Path | None, batch_size: int,
-                  preview_frames: int, seconds: dict[str, float], report: Progress) -> list[PreviewFrame]:
-        """Heatmaps -> L2F -> video writers, `batch_size` frames at a time; returns the sampled preview."""
+    def _rest_frame(self, aligned: AlignedFace) -> np.ndarray:
+        """The generator's frame for the photo's own landmarks: how it renders this face at rest (its colour
+        cast, which the paste-back removes)."""
+        renderer = self.renderer
+        photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+        points = torch.from_numpy(aligned.landmarks)[None].float()
+        frame = _to_uint8(renderer(photo, points[0], points))[0]
+        return frame
+
+    @torch.inference_mode()
+    def _generate(self, aligned: AlignedFace, speech: Speech, tracks: dict[str, np.ndarray], name: str,
+                  video: Path, panel_video: Path | None, compare_video: Path | None, paste: PasteBack | None,
+                  batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress
+                  ) -> list[PreviewFrame]:
+        """Heatmaps -> L2F -> (paste-back) -> video writers, `batch_size` frames at a time; returns the sampled
+        preview."""
         renderer = self.renderer
         s = renderer.image_size
         num_frames = len(tracks[name])
@@ -345,9 +382,9 @@ class TalkingFacePipeline:
         preview = []
         with ExitStack() as stack:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
-                return stack.enter_context(VideoWriter(path, (width, height), FPS, waveform, SAMPLE_RATE))
+                return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech))
 
-            main = writer(video, s, s)
+            main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
             grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
             for start in range(0, num_frames, batch_size):
@@ -362,9 +399,16 @@ class TalkingFacePipeline:
                         frames[track] = _to_uint8(renderer.generate(identity, heat, points))
                     if track == name:
                         maps = heat
+                for i in range(end - start):
+                    if paste is None:
+                        picture = frames[name][i]
+                    else:
+                        with _timed(seconds, "paste"):
+                            picture = paste(frames[name][i], tracks[name][start + i])
+                    with _timed(seconds, "video"):
+                        main.write(picture)
                 with _timed(seconds, "video"):
                     for i in range(end - start):
-                        main.write(frames[name][i])
                         t = start + i
                         if panel is None and t not in keep:
                             continue

@@ -1,13 +1,15 @@
 """Video in and out: the one place that talks to ffmpeg about pictures.
 
-We stream frames through the ffmpeg binary that `imageio-ffmpeg` ships (no system ffmpeg needed), so a
-10-minute video is written frame by frame with bounded memory and the audio is muxed in the same call.
-Audio *decoding* lives in `talkface.audio` (which also reads the audio track of a video file).
+Frames are written one at a time through moviepy's streaming writer (`FFMPEG_VideoWriter`, on the ffmpeg
+binary that `imageio-ffmpeg` ships: no system ffmpeg needed), so a 10-minute video takes bounded memory, and the
+sound is muxed by the same ffmpeg process: the speech as it was recorded (its own file, its rate up to 48 kHz,
+stereo kept, AAC 192 kb/s), not the 16 kHz mono the model reads. Audio *decoding* lives in `talkface.audio`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -16,8 +18,11 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
+from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
 
-from talkface.audio import FPS
+from talkface.audio import FPS, MAX_TRACK_RATE, Speech
+
+AUDIO_BITRATE = "192k"
 
 
 def ffmpeg_exe() -> str:
@@ -54,19 +59,42 @@ def video_fps(path: str | os.PathLike) -> float:
         reader.close()
 
 
-def _temporary_wav(audio: np.ndarray, sample_rate: int) -> str:
-    """Mono audio as a 16-bit WAV in a temporary file (the caller deletes it), for ffmpeg to mux."""
+def _temporary_wav(audio: np.ndarray, sample_rate: int, exact: bool = False) -> str:
+    """Samples (N,) or (N, C) as a WAV in a temporary file (the caller deletes it), for ffmpeg to mux.
+
+    `exact`: integer samples as they are and floats as 32-bit floats, nothing lost (a user's recording);
+    otherwise 16-bit, as the synthetic corpus's clips were always written (their features stay as they were).
+    """
     fd, wav = tempfile.mkstemp(suffix=".wav")
     os.close(fd)
-    sf.write(wav, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16")
+    audio = np.asarray(audio)
+    if not exact:
+        sf.write(wav, audio.astype(np.float32), sample_rate, subtype="PCM_16")
+        return wav
+    if np.issubdtype(audio.dtype, np.integer):
+        subtype = {1: "PCM_U8", 2: "PCM_16", 4: "PCM_32"}.get(audio.dtype.itemsize, "PCM_32")
+        if audio.dtype.itemsize > 4:
+            audio = (audio >> 32).astype(np.int32)
+        elif audio.dtype == np.uint16 or audio.dtype == np.uint32:
+            audio = (audio.astype(np.int64) - (1 << (8 * audio.dtype.itemsize - 1))).astype(
+                np.int16 if audio.dtype == np.uint16 else np.int32)
+        elif audio.dtype == np.int8:
+            audio, subtype = audio.astype(np.int16) << 8, "PCM_16"
+    else:
+        audio, subtype = audio.astype(np.float32), "FLOAT"
+    sf.write(wav, audio, sample_rate, subtype=subtype)
     return wav
 
 
 class VideoWriter:
-    """Write RGB frames to an H.264 mp4 as they come, with an optional audio track.
+    """Write RGB frames to an H.264 mp4 as they come, with an optional sound track.
 
-    Use as a context manager; the file appears at ``path`` only once the writer closed cleanly (it is
-    written to a temporary name first), so an interrupted run never leaves a half-written video behind.
+    The sound is either ``soundtrack``, a ``talkface.audio.Speech`` (the recording as it was made: its file or
+    its samples, its rate up to 48 kHz, mono or stereo; more channels are mixed down to stereo), or ``audio``,
+    samples at ``sample_rate``. It is cut to the frames' length (the videos have one frame per 1/25 s of the
+    speech, the last partial frame dropped). Use as a context manager; the file appears at ``path`` only once
+    the writer closed cleanly (it is written to a temporary name first), so an interrupted run never leaves a
+    half-written video behind.
     """
 
     def __init__(
@@ -78,34 +106,41 @@ class VideoWriter:
         sample_rate: int = 16000,
         crf: int = 20,
         preset: str = "veryfast",
+        soundtrack: Speech | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = size  # (width, height)
+        if size[0] % 2 or size[1] % 2:
+            raise ValueError(f"H.264 (yuv420p) needs an even width and height, not {size[0]}x{size[1]}")
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
         self._wav: str | None = None
-        if audio is not None:
-            self._wav = _temporary_wav(audio, sample_rate)
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp),
-            size,
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            macro_block_size=1,
-            output_params=["-crf", str(crf), "-preset", preset, "-movflags", "+faststart"]
-            + (["-shortest"] if audio is not None else []),
-            audio_path=self._wav,
-            audio_codec="aac" if audio is not None else None,
-            ffmpeg_log_level="error",
-        )
-        self._gen.send(None)
+        track, rate, channels = None, sample_rate, 1
+        if soundtrack is not None:
+            rate, channels = soundtrack.sample_rate, soundtrack.channels
+            if soundtrack.path is not None:
+                track = str(soundtrack.path)
+            else:
+                track = self._wav = _temporary_wav(soundtrack.samples, rate, exact=True)
+        elif audio is not None:
+            track = self._wav = _temporary_wav(audio, sample_rate)
+        params = ["-crf", str(crf), "-movflags", "+faststart", "-map", "0:v:0"]
+        if track is not None:
+            # the user's speech at 192 kb/s; the corpus's 16 kHz clips at ffmpeg's default, as they always were
+            params += ["-map", "1:a:0", "-shortest"] + (["-b:a", AUDIO_BITRATE] if soundtrack is not None else [])
+            if rate > MAX_TRACK_RATE:
+                params += ["-ar", str(MAX_TRACK_RATE)]
+            if channels > 2:
+                params += ["-ac", "2"]
+        self._writer = FFMPEG_VideoWriter(str(self._tmp), size, fps, codec="libx264", preset=preset,
+                                          audiofile=track, audio_codec="aac" if track else None,
+                                          ffmpeg_params=params)
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
         if frame.shape != (self.size[1], self.size[0], 3):
             raise ValueError(f"frame shape {frame.shape} does not match the video size {self.size}")
-        self._gen.send(frame)
+        self._writer.write_frame(frame)
         self.frames_written += 1
 
     def write_all(self, frames: Iterable[np.ndarray]) -> None:
@@ -113,12 +148,17 @@ class VideoWriter:
             self.write(frame)
 
     def close(self, ok: bool = True) -> None:
+        proc = self._writer.proc
         try:
-            self._gen.close()
+            if proc is not None:
+                self._writer.close()
         finally:
             if self._wav is not None:
                 Path(self._wav).unlink(missing_ok=True)
-        if ok:
+        if ok and proc is not None and proc.returncode != 0:
+            self._tmp.unlink(missing_ok=True)
+            raise OSError(f"ffmpeg failed (exit status {proc.returncode}) while writing {self.path}")
+        if ok and proc is not None:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
@@ -167,7 +207,8 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 1
 
 
 def probe(path: str | os.PathLike) -> dict:
-    """Streams, frame count and duration of a media file, read from ffmpeg's own report.
+    """Streams, frame count, duration, frame size and the sound's rate, channels and bit rate of a media file,
+    read from ffmpeg's own report.
 
     Counts frames by decoding (``-f null``), which is exact for the short clips we check.
     """
@@ -177,9 +218,19 @@ def probe(path: str | os.PathLike) -> dict:
         text=True,
         check=False,
     ).stderr
-    info = {"has_video": " Video: " in out, "has_audio": " Audio: " in out, "frames": 0, "duration": None}
+    info = {"has_video": " Video: " in out, "has_audio": " Audio: " in out, "frames": 0, "duration": None,
+            "size": None, "audio_rate": None, "audio_channels": None, "audio_kbps": None}
     for line in out.replace("\r", "\n").splitlines():
         line = line.strip()
+        if line.startswith("Stream #0:") and " Video: " in line and info["size"] is None:
+            size = re.search(r", (\d+)x(\d+)", line)
+            info["size"] = (int(size.group(1)), int(size.group(2))) if size else None
+        if line.startswith("Stream #0:") and " Audio: " in line and info["audio_rate"] is None:
+            audio = re.search(r", (\d+) Hz, ([^,]+),.*?(?:, (\d+) kb/s)?(?: \(|$)", line)
+            if audio:
+                info["audio_rate"] = int(audio.group(1))
+                info["audio_channels"] = {"mono": 1, "stereo": 2}.get(audio.group(2).strip(), audio.group(2).strip())
+                info["audio_kbps"] = int(audio.group(3)) if audio.group(3) else None
         if line.startswith("frame="):
             info["frames"] = int(line.split("=", 1)[1].split()[0])
         if line.startswith("Duration:"):

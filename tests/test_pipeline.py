@@ -76,7 +76,8 @@ def test_video_has_the_speech_and_one_frame_per_25th_of_a_second(full_run):
         assert info["duration"] == pytest.approx(duration, abs=0.1)
     assert full_run.compare_video_path is None
     s = 64  # the tiny generator's resolution (conftest)
-    assert next(iter_video(full_run.video_path)).shape == (s, s, 3)
+    assert full_run.full_frame and full_run.video_size == (512, 512)  # the whole photo (512 x 512) by default
+    assert next(iter_video(full_run.video_path)).shape == (512, 512, 3)
     assert next(iter_video(full_run.panel_video_path)).shape == (s + 12, 3 * s, 3)  # + caption strip
 
 
@@ -115,7 +116,7 @@ class CountingGenerator(torch.nn.Module):
 
 def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, monkeypatch):
     monkeypatch.setattr(pipe.renderer, "generator", CountingGenerator())
-    result = pipe.run(aligned, short_speech, out=tmp_path / "n.mp4", batch_size=7, panels=True)
+    result = pipe.run(aligned, short_speech, out=tmp_path / "n.mp4", batch_size=7, panels=True, full_frame=False)
     expected = 16 + 8 * np.arange(result.num_frames)
     for path in (result.video_path, result.panel_video_path):
         video, _ = read_video(path)
@@ -180,7 +181,7 @@ def test_articulation_never_crosses_the_lips():
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
     recorder = RecordingGenerator(pipe.renderer.generator)
     monkeypatch.setattr(pipe.renderer, "generator", recorder)
-    result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8)
+    result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8, still=True, full_frame=False)
 
     # A2L outside the pipeline, on the same features and reference
     wave = short_speech[1]
@@ -259,7 +260,7 @@ def test_toggles_pick_the_ablation():
 
 
 def test_compare_gives_four_synced_tracks_and_a_grid(pipe, aligned, short_speech, tmp_path):
-    result = pipe.run(aligned, short_speech, a2l="tr", compare=True, out=tmp_path / "c.mp4")
+    result = pipe.run(aligned, short_speech, a2l="tr", compare=True, out=tmp_path / "c.mp4", full_frame=False)
     assert list(result.tracks) == list(ABLATIONS) and result.a2l == "tr"
     np.testing.assert_array_equal(result.landmarks, result.tracks["tr"])
     tracks = list(result.tracks.values())
@@ -330,6 +331,11 @@ def test_cli_writes_the_videos(tiny_checkpoints, short_speech, tmp_path, capsys)
     assert f"wrote {out}" in printed and "the lips say" in printed
     assert probe(out)["has_audio"] and probe(out.with_name("talk_panels.mp4"))["has_video"]
     assert not out.with_name("talk_compare.mp4").exists()
+    assert probe(out)["size"] == (512, 512) and "(512x512)" in printed  # the whole photo by default
+    for flags, size in ((["--crop", "--still"], (64, 64)), (["--max-side", "301"], (300, 300))):
+        assert cli(["--photo", str(PHOTO), "--audio", str(audio), "--out", str(out),
+                    "--checkpoint-dir", str(tiny_checkpoints), *flags]) == 0
+        assert probe(out)["size"] == size, flags
 
 
 def test_cli_fails_with_a_sentence_and_status_1(tiny_checkpoints, tmp_path):
@@ -341,3 +347,88 @@ def test_cli_fails_with_a_sentence_and_status_1(tiny_checkpoints, tmp_path):
     assert run.returncode == 1
     assert "error: The file photo.jpg is not an image" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+# the whole photo, the sound as recorded, a living head
+
+
+def _decode(path: Path, rate: int, channels: int) -> np.ndarray:
+    from talkface.video import ffmpeg_exe
+
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-ac",
+                          str(channels), "-ar", str(rate), "pipe:1"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.float32).reshape(-1, channels)
+
+
+def _best_lag(signal: np.ndarray, reference: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """The shift of `signal` against `reference` (samples, within ±max_lag) and their correlation there."""
+    from scipy.signal import correlate
+
+    n = min(len(signal), len(reference)) - 2 * max_lag
+    core = reference[max_lag : max_lag + n]
+    scores = correlate(signal[: n + 2 * max_lag], core, mode="valid")  # lag -max_lag .. +max_lag
+    lag = int(np.argmax(scores)) - max_lag
+    shifted = signal[max_lag + lag : max_lag + lag + n]
+    return lag, float(np.corrcoef(shifted, core)[0, 1])
+
+
+def test_the_video_carries_the_speech_as_recorded(pipe, aligned, tmp_path):
+    """44.1 kHz stereo in (left: the example speech, right: the same 0.1 s later at half level) -> a 44.1 kHz
+    stereo AAC track of at least 128 kb/s, each channel the input's own (correlation >= 0.99), in step with
+    the frames (within one frame, 1764 samples); the model still reads 16 kHz mono."""
+    import librosa
+
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    left = librosa.resample(wave[: 2 * rate], orig_sr=rate, target_sr=44100)
+    stereo = np.stack([left, 0.5 * np.roll(left, 4410)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 44100, subtype="PCM_16")
+    result = pipe.run(aligned, path, out=tmp_path / "s.mp4", preview_frames=4, panels=True)
+    assert len(result.waveform) == 2 * SAMPLE_RATE  # the model's input: 16 kHz mono
+    for video in (result.video_path, result.panel_video_path):
+        info = probe(video)
+        assert (info["audio_rate"], info["audio_channels"]) == (44100, 2) and info["audio_kbps"] >= 128
+        decoded = _decode(video, 44100, 2)
+        assert abs(len(decoded) - result.num_frames * 1764) <= 1764  # cut to the frames, not beyond
+        for channel in (0, 1):
+            lag, corr = _best_lag(decoded[:, channel], stereo[: len(decoded), channel], 1764)
+            assert corr >= 0.99 and abs(lag) < 1764, (video.name, channel, lag, corr)
+
+
+@pytest.mark.parametrize(("rate", "samples", "expected"), [
+    (48000, "int16 stereo", (48000, 2)),  # a browser microphone, as Gradio hands it over
+    (96000, "float mono", (48000, 1)),  # above AAC's usual rates: resampled to 48 kHz
+])
+def test_a_recording_given_as_samples_keeps_its_rate_and_channels(pipe, aligned, tmp_path, rate, samples, expected):
+    import librosa
+
+    wave, native = sf.read(SPEECH, dtype="float32")
+    wave = librosa.resample(wave[: int(1.2 * native)], orig_sr=native, target_sr=rate)
+    data = (np.stack([wave, wave[::-1]], 1) * 32767).astype(np.int16) if samples == "int16 stereo" else wave
+    result = pipe.run(aligned, (rate, data), out=tmp_path / "m.mp4", preview_frames=2, full_frame=False)
+    info = probe(result.video_path)
+    assert (info["audio_rate"], info["audio_channels"]) == expected
+    decoded = _decode(result.video_path, expected[0], expected[1])
+    reference = librosa.resample(wave, orig_sr=rate, target_sr=expected[0])
+    lag, corr = _best_lag(decoded[:, 0], reference[: len(decoded)], expected[0] // 25)
+    assert corr >= 0.99 and abs(lag) < expected[0] // 25
+
+
+def test_the_head_blinks_and_moves_unless_still(pipe, aligned, tmp_path):
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    long = (rate, np.tile(wave, 2))  # 11 s: a few blinks
+    alive = pipe.run(aligned, long, out=tmp_path / "a.mp4", preview_frames=2, full_frame=False)
+    still = pipe.run(aligned, long, out=tmp_path / "s.mp4", preview_frames=2, full_frame=False, still=True)
+    assert not alive.still and still.still
+
+    def lids(track):  # upper to lower eyelid, both eyes, in inter-ocular distances
+        return (track[:, [41, 40, 47, 46], 1] - track[:, [37, 38, 43, 44], 1]).mean(1) / np.linalg.norm(
+            track[:, 45] - track[:, 36], axis=1)
+
+    closed = lids(alive.landmarks) < 0.5 * np.median(lids(alive.landmarks))
+    blinks = np.count_nonzero(np.diff(closed.astype(int)) == 1) + closed[0]
+    assert 1 <= blinks <= 6 and lids(still.landmarks).min() > 0.5 * np.median(lids(still.landmarks))
+    centre = alive.landmarks[:, 27:36].mean(1) - still.landmarks[:, 27:36].mean(1)  # the nose: head motion
+    assert 0.3 < np.abs(centre).max() < 10
+    again = pipe.run(aligned, long, out=tmp_path / "b.mp4", preview_frames=2, full_frame=False)
+    np.testing.assert_array_equal(again.landmarks, alive.landmarks)  # the same request, the same video

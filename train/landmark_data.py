@@ -213,6 +213,19 @@ def random_amplitude(x: torch.Tensor, amount: float) -> torch.Tensor:
     return mean + factor * (x - mean)
 
 
+def channel_augment(mfcc: torch.Tensor, offset: float) -> torch.Tensor:
+    """Each clip's MFCCs (B, T, 28, 12) shifted by a random constant per coefficient, N(0, offset × its std).
+
+    Why: a microphone, a room or a vocal tract is (nearly) a linear filter, and a filter adds a constant to
+    every cepstral frame. Real recordings sit off the corpus's synthetic voices this way (the GRID clips'
+    means lie 0.5–1 std away on most coefficients), so the predictor should not read the mouth off the offset.
+    """
+    if offset <= 0:
+        return mfcc
+    std = mfcc.flatten(0, 2).std(dim=0)  # (12,) per coefficient, over the batch
+    return mfcc + offset * std * torch.randn(mfcc.shape[0], 1, 1, mfcc.shape[-1], device=mfcc.device)
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """Flags every A2L-side trainer has: I/O, resuming, logging cadence, optimiser, data loading. Steps, batch
     size and learning rate come from the trainer's recipe (train/recipes.py)."""

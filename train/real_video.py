@@ -119,7 +119,7 @@ class RealClip:
 
 def load_clip(pipe: TalkingFacePipeline, clip: Path) -> RealClip:
     frames, _ = read_video(clip)
-    waveform = pipe.load_speech(str(clip))
+    waveform = pipe.load_speech(str(clip)).waveform
     text, phones = transcript(clip), None
     if text:
         try:
@@ -133,6 +133,9 @@ def generate(pipe: TalkingFacePipeline, clip: RealClip, name: str, work: Path, *
              ) -> tuple[dict, np.ndarray, np.ndarray]:
     """One ablation on one clip, as the app would make it: its scores (on the generated frames and on the A2L
     landmarks), the frames and dlib's points on them."""
+    # the face crop with a still head: the mouth alone is scored, as since the first measurement (the whole-photo
+    # video pastes the same crop back, and blinks and head motion do not move the lips)
+    options = {"full_frame": False, "still": True, **options}
     result = pipe.run(clip.photo, (SAMPLE_RATE, clip.waveform), a2l=name, out=work / f"{clip.name}_{name}.mp4",
                       **options)
     frames, _ = read_video(result.video_path)

@@ -57,6 +57,7 @@ from talkface.models.mi_estimator import mine_lower_bound
 from talkface.training import Run, Trainer, freeze, make_loader, optimizer_step, setup, teardown, wrap_ddp
 from train.landmark_data import (
     add_common_args,
+    channel_augment,
     data_record,
     features,
     learning_rate,
@@ -85,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lambda-tr", type=float, default=0.0, help="weight of the temporal residual loss L_tr (0: off)")
     p.add_argument("--lambda-vel", type=float, default=0.0,
                    help="weight of L2 on the frame-to-frame motion (ours, an experiment; losses.velocity_loss)")
+    p.add_argument("--mfcc-offset", type=float, default=0.0,
+                   help="channel augmentation: a random cepstral offset per clip, N(0, this × std) (0: off)")
     p.add_argument("--tr-hinge", action="store_true",
                    help="hinge L_tr at the ground truth's MI, max(0, MI_true - MI_pred) (ours; see losses.py)")
     p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
@@ -173,12 +176,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     def step(items) -> dict[str, torch.Tensor]:
         batch = to_batch(items, run.device)
-        pred = model(batch.mfcc, batch.ref)
+        mfcc = channel_augment(batch.mfcc, args.mfcc_offset)
+        pred = model(mfcc, batch.ref)
         losses = {"l_rec": landmark_l2(pred, batch.landmarks)}
         if args.lambda_wd > 0:
             losses["l_wd"] = word_loss(detector, pred, batch.words)
         if args.lambda_tr > 0:
-            losses["l_tr"] = temporal_residual_loss(estimator, batch.mfcc, pred,
+            losses["l_tr"] = temporal_residual_loss(estimator, mfcc, pred,
                                                     batch.landmarks if args.tr_hinge else None)
         if args.lambda_vel > 0:
             losses["l_vel"] = velocity_loss(pred, batch.landmarks)

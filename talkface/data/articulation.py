@@ -429,16 +429,18 @@ def head_motion(
     return out
 
 
-def blinks(num_frames: int, rng: np.random.Generator, fps: float = 25.0) -> np.ndarray:
-    """(T,) eyelid closure in [0, 1]: blinks at ~15-20 per minute, each ~100-150 ms, closing faster
-    than they reopen. The clip starts at a random point of the speaker's blink rhythm."""
-    rate = rng.uniform(15.0, 20.0) / 60.0
+def blinks(num_frames: int, rng: np.random.Generator, fps: float = 25.0,
+           per_minute: tuple[float, float] = (15.0, 20.0), seconds: tuple[float, float] = (0.10, 0.15)) -> np.ndarray:
+    """(T,) eyelid closure in [0, 1]: blinks at a rate drawn from `per_minute` (the corpus: 15-20), each
+    lasting a time drawn from `seconds` (the corpus: 100-150 ms, the lids' fastest), closing faster than they
+    reopen. The clip starts at a random point of the speaker's blink rhythm."""
+    rate = rng.uniform(*per_minute) / 60.0
     duration = num_frames / fps
     times = np.arange(num_frames) / fps
     closure = np.zeros(num_frames)
     t = rng.exponential(1.0 / rate) - 0.15  # a blink may be under way at the first frame
     while t < duration:
-        length = rng.uniform(0.10, 0.15)
+        length = rng.uniform(*seconds)
         close_part = 0.4 * length
         s = times - t
         rising = np.clip(s / close_part, 0.0, 1.0)
@@ -447,6 +449,29 @@ def blinks(num_frames: int, rng: np.random.Generator, fps: float = 25.0) -> np.n
         closure = np.maximum(closure, np.sin(0.5 * np.pi * shape) ** 2 * rng.uniform(0.85, 1.0))
         t += max(0.25, rng.exponential(1.0 / rate))
     return closure.astype(np.float32)
+
+
+def living_head(tracks: dict[str, np.ndarray], reference: np.ndarray, seed: int = 0, fps: float = 25.0
+                ) -> dict[str, np.ndarray]:
+    """Blinks and a small, smooth head motion added to landmark tracks (T, 68, 2) predicted from speech, the
+    same for every track (the app's ablations then differ only in their mouths).
+
+    A2L predicts a still head with open eyes; a face that only moves its lips looks dead. The corpus's own
+    motions are reused (L2F learnt to render them): blinks at 10-20 a minute, each ~0.3 s (a relaxed blink,
+    slower than the corpus's quickest), and ``head_motion`` about the photo's face centre. Deterministic per
+    `seed`, so the same request gives the same video.
+    """
+    if not tracks:
+        return {}
+    num_frames = len(next(iter(tracks.values())))
+    rng = np.random.default_rng(seed)
+    blink = blinks(num_frames, rng, fps=fps, per_minute=(10.0, 20.0), seconds=(0.25, 0.35))
+    head = head_motion(num_frames, rng, fps=fps, center=tuple(np.asarray(reference, np.float64).mean(0)))
+    out = {}
+    for name, landmarks in tracks.items():
+        moved = close_eyes(np.asarray(landmarks, np.float32), blink)
+        out[name] = (np.einsum("tij,tkj->tki", head[:, :, :2], moved) + head[:, None, :, 2]).astype(np.float32)
+    return out
 
 
 def animate(
