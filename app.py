@@ -14,6 +14,7 @@ import argparse
 import atexit
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -57,11 +58,16 @@ TIMELINE_ENTRIES = 40
 PREVIEW_WIDTH = 768
 
 INTRO = """# TalkFace
-One face photo and a speech recording in, a video of that face saying it out. Audio → 68 facial landmarks
-per frame (A2L) → frames (L2F), after Zheng et al., *Talking Face Generation via Learning Semantic and
-Temporal Synchronous Landmarks* (ICPR 2020). **WD** (word detector) and **TR** (temporal residual) pick which
-of the four trained A2L models speaks (both off, Baseline, follows real mouths best); *compare all four* runs them
-side by side; **articulation** sets how far the mouth moves."""
+Give it one face photo and a speech recording: it makes a video of that face saying it, lips in sync. The speech
+is turned into 68 facial landmarks per frame (**A2L**, audio to landmarks), then into pictures (**L2F**,
+landmarks to frames), after Zheng et al., *Talking Face Generation via Learning Semantic and Temporal
+Synchronous Landmarks* (ICPR 2020). Trained on synthetic speakers only: see the README for how well it does on
+real ones."""
+WD_INFO = "Trained with a lip-reading judge, for mouth shapes that look like words (paper: word detector loss)."
+TR_INFO = ("Trained to change with the sound frame by frame, for tighter timing "
+           "(paper: temporal residual loss). Both off: Baseline, the closest to real mouths.")
+WHOLE_PHOTO, FACE_CROP = "Whole photo", "Face crop (256×256)"
+WORD_CONFIDENCE = 0.15  # below this the detector's best word is shown as a guess it is not sure of
 
 
 def photo_input(**kwargs) -> gr.Image:
@@ -109,30 +115,36 @@ class TalkFaceApp:
         return Path(tempfile.mkdtemp(dir=self.work_dir))
 
     def generate(self, photo: str | None, audio: str | None, wd: bool, tr: bool, compare: bool,
-                 articulation: float = 1.0,
+                 articulation: float = 1.0, output: str = WHOLE_PHOTO, still: bool = False,
                  progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 (how Gradio injects it)
-        """Photo + speech -> (aligned face, video, panel video, comparison video, preview frames, slider,
-        first preview frame, mouth plot, top-5 words, details). Yields the aligned face first."""
+        """Photo + speech -> (status, aligned face, video, panel video, comparison video, preview frames, slider,
+        first preview frame, mouth plot, words, details). Yields the aligned face first, as soon as it is found
+        (before the models are loaded). Raises gr.Error with a plain sentence (the API's behaviour; the page
+        keeps its last result instead: ``generate_in_page``)."""
         if not photo:
             raise gr.Error("Please add a photo of a face (upload one or take one with the webcam).")
         if not audio:
             raise gr.Error("Please add a speech recording (upload one or record with the microphone).")
         out = self._request_dir()
         try:
-            pipe = self.pipeline()
-            progress(0.0, desc="Reading the speech")
+            progress(0.0, desc="Finding and aligning the face")
             start = time.perf_counter()
-            speech = pipe.load_speech(audio, self.max_seconds)
-            progress(0.05, desc="Finding and aligning the face")
-            read = time.perf_counter()
-            aligned = pipe.align(photo)
-            seconds = {"audio": read - start, "face": time.perf_counter() - read}
+            aligned = TalkingFacePipeline.align(photo)
+            seconds = {"face": time.perf_counter() - start}
             if aligned.num_faces > 1:
                 gr.Warning(f"{aligned.num_faces} faces were found in the photo; the largest one is used.")
-            yield (aligned_preview(aligned), None, None, gr.update(value=None, visible=compare), [],
-                   gr.update(value=0, maximum=1, visible=False), None, None, None, "")
-            result = pipe.run(aligned, speech, a2l=ablation(wd, tr), compare=compare, panels=True,
-                              articulation=float(articulation), out=out / "talkface.mp4", max_seconds=None,
+            yield ("Making the video…", aligned_preview(aligned), gr.skip(), gr.skip(),
+                   gr.update(value=None, visible=compare), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   gr.skip())
+            pipe = self.pipeline()
+            progress(0.03, desc="Reading the speech")
+            read = time.perf_counter()
+            speech = pipe.load_speech(audio, self.max_seconds)
+            seconds["audio"] = time.perf_counter() - read
+            name = ablation(wd, tr)
+            result = pipe.run(aligned, speech, a2l=name, compare=compare, panels=True,
+                              articulation=float(articulation), full_frame=output != FACE_CROP, still=bool(still),
+                              out=out / _video_name(photo, name), max_seconds=None,
                               progress=lambda f, message: progress(f, desc=message))
             result.seconds.update(seconds)  # the stages that ran here, before the pipeline
             previews = []
@@ -154,6 +166,8 @@ class TalkFaceApp:
         finally:
             _release_memory()
         yield (
+            f"Done: {result.num_frames} frames ({result.duration:.1f} s of speech) in "
+            f"{sum(result.seconds.values()):.1f} s.",
             aligned_preview(result.aligned),
             str(result.video_path),
             str(result.panel_video_path),
@@ -162,9 +176,44 @@ class TalkFaceApp:
             gr.update(value=0, minimum=0, maximum=max(previews[-1][0], 0.04), step=0.04, visible=True),
             previews[0][1],
             mouth_opening_figure(result),
-            dict(result.words),
+            _words(result),
             _details(result),
         )
+
+    def generate_in_page(self, photo: str | None, audio: str | None, wd: bool, tr: bool, compare: bool,
+                         articulation: float = 1.0, output: str = WHOLE_PHOTO, still: bool = False,
+                         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
+        """``generate`` for the page's button: a bad input keeps the last result on the page and says why in
+        the status line (until the next action) and in a notice, instead of replacing every output by an
+        error badge."""
+        try:
+            yield from self.generate(photo, audio, wd, tr, compare, articulation, output, still, progress=progress)
+        except gr.Error as exc:
+            gr.Warning(exc.message, title="Could not make the video")
+            yield (f"⚠ **Could not make the video.** {exc.message}", *[gr.skip()] * (len(OUTPUT_NAMES) - 1))
+
+    @staticmethod
+    def check_photo(photo: str | None) -> str:
+        """The status line when a photo arrives: a plain sentence if it cannot be used, else what was found."""
+        if not photo:
+            return ""
+        try:
+            aligned = TalkingFacePipeline.align(photo)
+        except TalkFaceError as exc:
+            return f"⚠ **This photo cannot be used.** {exc}"
+        extra = f" ({aligned.num_faces} faces: the largest one will speak)" if aligned.num_faces > 1 else ""
+        return f"✓ A face was found{extra}."
+
+    def check_speech(self, audio: str | None) -> str:
+        """The status line when speech arrives: a plain sentence if it cannot be used, else its length."""
+        if not audio:
+            return ""
+        try:
+            speech = TalkingFacePipeline.load_speech(audio, self.max_seconds)
+        except TalkFaceError as exc:
+            return f"⚠ **This speech cannot be used.** {exc}"
+        kind = "stereo" if speech.channels > 1 else "mono"
+        return f"✓ {speech.duration:.1f} s of sound, {speech.sample_rate / 1000:g} kHz {kind} (the video keeps it so)."
 
     @staticmethod
     def show_frame(seconds: float, previews: list[tuple[float, str]]) -> str | None:
@@ -172,6 +221,28 @@ class TalkFaceApp:
         if not previews:
             return None
         return min(previews, key=lambda p: abs(p[0] - seconds))[1]
+
+
+OUTPUT_NAMES = ("status", "aligned", "video", "panels", "compare", "previews", "slider", "frame", "plot", "words",
+                "details")
+
+
+def _video_name(photo: str, a2l: str) -> str:
+    """What the download is called: the photo's name, the model and the time (not talkface.mp4 every time)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(photo).stem).strip("_")[:40] or "photo"
+    return f"{stem}_{a2l}_{time.strftime('%Y%m%d-%H%M%S')}.mp4"
+
+
+def _words(result) -> str:
+    """The word detector's read-out, for what it is: the closest of the 500 LRW words it knows, and how sure."""
+    (best, p), rest = result.words[0], result.words[1:]
+    best, rest = best.lower(), [(w.lower(), q) for w, q in rest]
+    if p < WORD_CONFIDENCE:
+        return (f"The word detector is not sure: none of the 500 words it knows (LRW's vocabulary) fits these lips "
+                f"well (closest *{best}*, {p:.0%}). It checks the landmarks; it is not a lip-reader.")
+    others = ", ".join(f"*{w}* {q:.0%}" for w, q in rest[:2])
+    return (f"Closest of the 500 words the word detector knows (LRW's vocabulary): **{best}** ({p:.0%}); then "
+            f"{others}. It checks the landmarks; it is not a lip-reader.")
 
 
 def _release_memory() -> None:
@@ -199,6 +270,12 @@ def _details(result) -> str:
     return "\n\n".join(lines)
 
 
+CSS = """
+#talkface-status { min-height: 1.6em; }
+#talkface-status p { margin: 0.2em 0; }
+"""
+
+
 def build_demo(app: TalkFaceApp) -> gr.Blocks:
     with gr.Blocks(title="TalkFace", delete_cache=(1800, KEEP_SECONDS)) as demo:
         gr.Markdown(INTRO)
@@ -207,52 +284,71 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
             gr.Markdown(f"⚠ **Checkpoint file missing: `{missing[0]}`** "
                         f"({len(missing)} file(s) in all) — generating will fail until it is in place.")
         with gr.Row():
-            with gr.Column(scale=1, min_width=300) as input_column:
-                photo = photo_input(label="Photo of a face", sources=["upload", "webcam"], height=260,
+            with gr.Column(scale=2, min_width=320) as input_column:
+                photo = photo_input(label="Photo of a face", sources=["upload", "webcam"], height=240,
                                     elem_id="talkface-photo")
+                photo_note = gr.Markdown("", elem_id="talkface-photo-note")
                 audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
                                  elem_id="talkface-audio")
-                gr.Markdown(f"Up to {app.max_seconds:g} seconds of speech; any common audio format.")
+                speech_note = gr.Markdown(f"Up to {app.max_seconds:g} s; any common audio format.",
+                                          elem_id="talkface-speech-note")
                 default_wd, default_tr = switches(DEFAULT_A2L)
-                with gr.Row():
-                    wd = gr.Checkbox(value=default_wd, label="WD: word detector loss")
-                    tr = gr.Checkbox(value=default_tr, label="TR: temporal residual loss")
-                compare = gr.Checkbox(value=False, label="Compare all four (Baseline, +WD, +TR, +WD+TR)")
+                wd = gr.Checkbox(value=default_wd, label="WD: word detector", info=WD_INFO, elem_id="talkface-wd")
+                tr = gr.Checkbox(value=default_tr, label="TR: temporal sync", info=TR_INFO, elem_id="talkface-tr")
+                compare = gr.Checkbox(value=False, label="Compare all four models side by side",
+                                      info="Baseline, +WD, +TR, +WD+TR on the same speech (about 4× slower).")
                 articulation = gr.Slider(0, MAX_ARTICULATION, value=1.0, step=0.1,
-                                         label="Articulation: how far the mouth moves (1: as calibrated on real video)",
+                                         label="Articulation: how far the mouth moves",
+                                         info="1 is as measured on real speakers; 0 keeps the mouth still.",
                                          elem_id="talkface-articulation")
+                with gr.Row():
+                    output = gr.Radio([WHOLE_PHOTO, FACE_CROP], value=WHOLE_PHOTO, label="Video",
+                                      elem_id="talkface-output")
+                    still = gr.Checkbox(value=False, label="Still head", info="No blinks or head motion.",
+                                        elem_id="talkface-still")
                 button = gr.Button("Generate", variant="primary", elem_id="talkface-generate")
-            with gr.Column(scale=2):
+                status = gr.Markdown("", elem_id="talkface-status")  # under the button, where the user just looked
+            with gr.Column(scale=5):
                 with gr.Row():
-                    aligned = gr.Image(label="What the system saw", height=300, interactive=False)
-                    video = gr.Video(label="Talking face (with the speech)", height=300, interactive=False,
-                                     autoplay=False, elem_id="talkface-video")
-                panel_video = gr.Video(label="Landmarks | heatmaps | frames, in sync", interactive=False,
-                                       height=300, elem_id="talkface-panels")
-                compare_video = gr.Video(label="The four A2L models: Baseline, +WD / +TR, +WD+TR",
-                                         interactive=False, visible=False, height=420, elem_id="talkface-compare")
-                previews = gr.State([])
-                slider = gr.Slider(0, 1, value=0, step=0.04, label="Time (s): step through the frames",
-                                   visible=False)
-                frame = gr.Image(label="Landmarks | heatmaps | frame at that time", interactive=False, height=300)
-                with gr.Row():
-                    plot = gr.Plot(label="Mouth opening against the speech", scale=2)
-                    words = gr.Label(num_top_classes=5, label="What the lips say (word detector, top 5)", scale=1,
-                                     show_heading=False)
-                details = gr.Markdown(label="Details")
-        outputs = [aligned, video, panel_video, compare_video, previews, slider, frame, plot, words, details]
-        generate = gpu(app.generate)
-        inputs = [photo, audio, wd, tr, compare, articulation]
-        button.click(generate, inputs, outputs, api_name="generate",
-                     concurrency_id="generate")
+                    video = gr.Video(label="Talking face, with the speech as recorded", height=480,
+                                     interactive=False, autoplay=False, elem_id="talkface-video", scale=3)
+                    with gr.Column(scale=1, min_width=160):
+                        aligned = gr.Image(label="Face found", height=200, interactive=False,
+                                           elem_id="talkface-aligned")
+                        words = gr.Markdown("", elem_id="talkface-words")
+                gr.Markdown("**Mouth opening against the speech**")
+                plot = gr.Plot(show_label=False, elem_id="talkface-plot")
+                compare_video = gr.Video(show_label=False, interactive=False, visible=False, height=420,
+                                         elem_id="talkface-compare")
+                with gr.Accordion("Inside: landmarks → heatmaps → frames", open=True):
+                    panel_video = gr.Video(show_label=False, interactive=False, height=300,
+                                           elem_id="talkface-panels")
+                    previews = gr.State([])
+                    slider = gr.Slider(0, 1, value=0, step=0.04, label="Time (s): step through the frames",
+                                       visible=False)
+                    frame = gr.Image(show_label=False, interactive=False, height=300, elem_id="talkface-frame")
+                details = gr.Markdown(elem_id="talkface-details")
+        outputs = [status, aligned, video, panel_video, compare_video, previews, slider, frame, plot, words, details]
+        inputs = [photo, audio, wd, tr, compare, articulation, output, still]
+        # One progress display (on the video), the aligned face shown as soon as it is found; on the page a bad
+        # input keeps the last result. The API endpoint raises instead (a client gets the sentence as an error).
+        button.click(gpu(app.generate_in_page), inputs, outputs, api_visibility="private",
+                     concurrency_id="generate", show_progress_on=[video])
+        api = gr.Button(visible=False)
+        api.click(gpu(app.generate), inputs, outputs, api_name="generate", concurrency_id="generate")
+        # inputs are checked as they arrive, the reason shown under them; a new input clears the last run's status
+        photo.change(lambda p: (app.check_photo(p), ""), photo, [photo_note, status], api_visibility="private",
+                     show_progress="hidden")
+        audio.change(lambda a: (app.check_speech(a), ""), audio, [speech_note, status], api_visibility="private",
+                     show_progress="hidden")
         slider.change(app.show_frame, [slider, previews], frame, api_visibility="private", queue=False)
         with input_column:
             gr.Examples(
-                examples=[[str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), default_wd, default_tr, grid, 1.0]
-                          for grid in (False, True)],
-                example_labels=[f"Astronaut, {ABLATIONS[DEFAULT_A2L]}", "Astronaut, compare all four"],
-                inputs=inputs, outputs=outputs, fn=generate,
-                run_on_click=True, cache_examples=False, label="Examples (one click runs them)",
+                examples=[[str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), default_wd, default_tr, grid,
+                           1.0, WHOLE_PHOTO, False] for grid in (False, True)],
+                inputs=inputs, outputs=outputs, fn=gpu(app.generate_in_page),
+                run_on_click=True, cache_examples=False, elem_id="talkface-examples",
+                label="Examples: one click runs them (the second compares all four models)",
             )
     return demo
 
@@ -274,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo(app)
     demo.queue(default_concurrency_limit=1, max_size=20)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE,
-                theme=gr.themes.Soft())
+                theme=gr.themes.Soft(), css=CSS)
 
 
 if __name__ == "__main__":

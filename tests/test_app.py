@@ -95,37 +95,40 @@ def error_of(app, photo, audio) -> str:
 def test_generate_gives_every_output(app, files):
     updates = generate(app, files / "face.jpg", files / "speech.wav", wd=False, tr=True)
     first, last = updates[0], updates[-1]
-    assert first[0].shape == (512, 512, 3)  # the aligned face is shown before the video is made
-    _, video, panels, compare, previews, slider, frame, plot, words, details = last
+    assert first[1].shape == (512, 512, 3)  # the aligned face is shown before the video is made
+    status, _, video, panels, compare, previews, slider, frame, plot, words, details = last
+    assert status.startswith("Done: 15 frames")
     for path in (video, panels):
         assert Path(path).is_relative_to(app.work_dir)
         info = probe(path)
         assert info["has_video"] and info["has_audio"] and info["frames"] == 15
+    assert probe(video)["size"] == (320, 320) and probe(panels)["size"] == (192, 76)  # the whole photo; crops
+    assert Path(video).name.startswith("face_tr_") and Path(panels).name.endswith("_panels.mp4")
     assert compare["visible"] is False
     assert len(previews) == 15 and frame == previews[0][1] and Path(frame).is_file()
     assert slider["visible"] and slider["maximum"] == pytest.approx(14 / 25)
     assert app.show_frame(0.33, previews) == previews[8][1]  # the frame nearest 0.33 s is frame 8 (0.32 s)
-    assert len(plot.axes) == 2 and len(words) == 5 and "+TR" in details
+    assert len(plot.axes) == 2 and "not a lip-reader" in words and "+TR" in details
 
 
 def test_compare_all_four(app, files):
     *_, last = generate(app, files / "face.jpg", files / "speech.wav", compare=True)
-    compare = last[3]
+    compare = last[4]
     assert compare["visible"] is True and probe(compare["value"])["frames"] == 15
-    assert len(last[7].axes[1].get_lines()) == 4  # one mouth-opening curve per model
+    assert len(last[8].axes[1].get_lines()) == 4  # one mouth-opening curve per model
 
 
 @pytest.mark.parametrize("name", ["speech.mp3", "speech.ogg", "speech.webm", "speech.m4a", "speech48k_stereo.wav"])
 def test_audio_formats(app, files, name):
     *_, last = generate(app, files / "face.jpg", files / name)
-    assert abs(probe(last[1])["frames"] - 15) <= 1  # encoders pad or trim a few milliseconds
+    assert abs(probe(last[2])["frames"] - 15) <= 1  # encoders pad or trim a few milliseconds
 
 
 @pytest.mark.parametrize("name", ["rgba.png", "grey.jpg", "cmyk.jpg", "exif.jpg", "huge.jpg"])
 def test_image_kinds(app, files, name):
     *_, last = generate(app, files / name, files / "speech.wav")
-    assert probe(last[1])["frames"] == 15
-    assert np.allclose(last[0].shape, (512, 512, 3))
+    assert probe(last[2])["frames"] == 15
+    assert np.allclose(last[1].shape, (512, 512, 3))
 
 
 def test_exif_rotation_is_undone(app, files):
@@ -163,7 +166,7 @@ def test_bad_inputs_are_plain_errors(app, files, photo, audio, message):
 def test_the_app_keeps_serving_after_errors(app, files):
     error_of(app, files / "coffee.jpg", files / "speech.wav")
     *_, last = generate(app, files / "face.jpg", files / "speech.wav")
-    assert probe(last[1])["has_video"]
+    assert probe(last[2])["has_video"]
 
 
 def test_missing_and_damaged_checkpoints_are_named(tiny_checkpoints, files, tmp_path):
@@ -178,9 +181,32 @@ def test_missing_and_damaged_checkpoints_are_named(tiny_checkpoints, files, tmp_
         assert "a2l_wd_tr.safetensors is damaged" in error_of(app, files / "face.jpg", files / "speech.wav")
         shutil.copy(tiny_checkpoints / "a2l_wd_tr.safetensors", root)
         *_, last = generate(app, files / "face.jpg", files / "speech.wav")  # fixed files: the next request works
-        assert probe(last[1])["has_video"]
+        assert probe(last[2])["has_video"]
     finally:
         shutil.rmtree(app.work_dir, ignore_errors=True)
+
+
+def test_the_page_keeps_its_last_result_after_a_bad_input(app, files):
+    """On the page (not the API) an error changes only the status line and raises no gr.Error."""
+    with pytest.warns(UserWarning, match="The audio is silent"):
+        updates = list(app.generate_in_page(str(files / "face.jpg"), str(files / "silent.wav"), False, False, False))
+    status, *rest = updates[-1]
+    assert "Could not make the video" in status and "The audio is silent" in status
+    assert all(update == gr.skip() for update in rest)
+
+
+@pytest.mark.parametrize(("kind", "name", "expected"), [
+    ("speech", "speech48k_stereo.wav", "0.6 s of sound, 48 kHz stereo"),
+    ("speech", "notes.jpg", "This speech cannot be used.** Could not read the audio file 'notes.jpg'"),
+    ("speech", "silent.wav", "This speech cannot be used.** The audio is silent"),
+    ("photo", "face.jpg", "A face was found."),
+    ("photo", "coffee.jpg", "This photo cannot be used.** No face was found"),
+    ("photo", "notes.jpg", "This photo cannot be used.** The file notes.jpg is not an image"),
+])
+def test_inputs_are_checked_when_they_arrive(app, files, kind, name, expected):
+    check = app.check_speech if kind == "speech" else app.check_photo
+    assert expected in check(str(files / name))
+    assert check(None) == ""
 
 
 def test_non_image_upload_is_refused_before_the_pipeline(files):
