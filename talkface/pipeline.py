@@ -32,8 +32,10 @@ from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
 from talkface.data.lrw import lrw_vocabulary
+from talkface.data.render import blink_frame
 from talkface.errors import CheckpointError, FaceError, TalkFaceError
 from talkface.face import (
+    CROP_SIZE,
     AlignedFace,
     align_face,
     denormalise_landmarks,
@@ -316,8 +318,11 @@ class TalkingFacePipeline:
             for other in names:
                 self.a2l_model(other)  # a missing comparison checkpoint fails here, before any work
             tracks, normalised = self.predict_landmarks(aligned, waveform, names, articulation)
-            if not still:
-                tracks = living_head(tracks, aligned.landmarks)
+            eyes_open = None
+            if not still:  # L2F draws the moved head with open eyes; the blinks are added to its frames
+                head = living_head(len(tracks[name]), aligned.landmarks)
+                eyes_open = {k: head.apply(track, blink=False) for k, track in tracks.items()}
+                tracks = {k: head.apply(track) for k, track in tracks.items()}
         report(0.2, "Reading the words on the lips")
         with _timed(seconds, "words"):
             words, timeline = self.read_words(normalised[name])
@@ -332,7 +337,7 @@ class TalkingFacePipeline:
                 paste = PasteBack(aligned, max_side, region="lower" if still else "face",
                                   rest=self._rest_frame(aligned), extent=tracks[name])
         preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
-                                 batch_size, preview_frames, seconds, report)
+                                 batch_size, preview_frames, seconds, report, eyes_open)
         report(1.0, "Done")
         return TalkingFaceResult(
             landmarks=tracks[name],
@@ -369,10 +374,11 @@ class TalkingFacePipeline:
     @torch.inference_mode()
     def _generate(self, aligned: AlignedFace, speech: Speech, tracks: dict[str, np.ndarray], name: str,
                   video: Path, panel_video: Path | None, compare_video: Path | None, paste: PasteBack | None,
-                  batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress
-                  ) -> list[PreviewFrame]:
-        """Heatmaps -> L2F -> (paste-back) -> video writers, `batch_size` frames at a time; returns the sampled
-        preview."""
+                  batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress,
+                  eyes_open: dict[str, np.ndarray] | None = None) -> list[PreviewFrame]:
+        """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time; returns
+        the sampled preview. With `eyes_open` (the tracks without their blinks) L2F draws those, and each
+        frame's eyes are then closed as `tracks` ask (``render.blink_frame``)."""
         renderer = self.renderer
         s = renderer.image_size
         num_frames = len(tracks[name])
@@ -392,11 +398,15 @@ class TalkingFacePipeline:
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
                 frames, maps = {}, None
                 for track in tracks:
-                    points = torch.from_numpy(tracks[track][start:end])
+                    drawn = tracks[track] if eyes_open is None else eyes_open[track]
+                    points = torch.from_numpy(drawn[start:end])
                     with _timed(seconds, "heatmaps"):
                         heat = renderer.heatmaps(points)
                     with _timed(seconds, "l2f"):
                         frames[track] = _to_uint8(renderer.generate(identity, heat, points))
+                    if eyes_open is not None:
+                        with _timed(seconds, "blinks"):
+                            _add_blinks(frames[track], drawn[start:end], tracks[track][start:end])
                     if track == name:
                         maps = heat
                 for i in range(end - start):
@@ -449,6 +459,14 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _add_blinks(frames: np.ndarray, eyes_open: np.ndarray, landmarks: np.ndarray) -> None:
+    """Close the eyes of the frames (N, S, S, 3) whose landmarks (crop pixels) ask it, in place."""
+    k = frames.shape[1] / CROP_SIZE
+    for i in range(len(frames)):
+        if np.abs(landmarks[i, 36:48] - eyes_open[i, 36:48]).max() > 0.25:  # a blink under way
+            frames[i] = blink_frame(frames[i], (eyes_open[i] + 0.5) * k - 0.5, (landmarks[i] + 0.5) * k - 0.5)
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -138,3 +138,24 @@ def test_no_holes_or_seams_on_a_smooth_image(astronaut):
         jump_x = np.abs(np.diff(f, axis=1)).max(2)[~(painted[:, 1:] | painted[:, :-1])]
         jump_y = np.abs(np.diff(f, axis=0)).max(2)[~(painted[1:] | painted[:-1])]
         assert max(jump_x.max(), jump_y.max()) <= 8  # 0.8 grey levels a pixel, stretched up to ~7x
+
+
+def test_blink_frame_closes_the_eyes_dlib_sees(astronaut):
+    """The living head's blinks, added to a finished frame: dlib's eye aspect ratio drops to a closed eye's, and
+    away from the eyes and brows the frame is untouched."""
+    from talkface.data.render import blink_frame
+    from talkface.face import detect_landmarks
+
+    image, ref = astronaut
+
+    def ear(points):
+        eye = points[36:42]
+        return (np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / (2 * np.linalg.norm(eye[0] - eye[3]))
+
+    closed = close_eyes(ref[None], np.ones(1, np.float32))[0]
+    out = blink_frame(image, ref, closed)
+    assert ear(detect_landmarks(out)) < 0.6 * ear(detect_landmarks(image))
+    half = blink_frame(image, ref, close_eyes(ref[None], np.full(1, 0.5, np.float32))[0])
+    assert ear(detect_landmarks(out)) < ear(detect_landmarks(half)) < ear(detect_landmarks(image))
+    lower = int(ref[27:36, 1].max()) + 10  # below the nose: nothing to do with the eyes
+    assert np.abs(out[lower:].astype(int) - image[lower:]).max() <= 1

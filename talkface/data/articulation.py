@@ -451,27 +451,32 @@ def blinks(num_frames: int, rng: np.random.Generator, fps: float = 25.0,
     return closure.astype(np.float32)
 
 
-def living_head(tracks: dict[str, np.ndarray], reference: np.ndarray, seed: int = 0, fps: float = 25.0
-                ) -> dict[str, np.ndarray]:
-    """Blinks and a small, smooth head motion added to landmark tracks (T, 68, 2) predicted from speech, the
-    same for every track (the app's ablations then differ only in their mouths).
+@dataclass
+class LivingHead:
+    """Blinks and a small, smooth head motion for a video of `len(blink)` frames (``living_head``)."""
+
+    blink: np.ndarray  # (T,) eyelid closure in [0, 1]
+    head: np.ndarray  # (T, 2, 3) similarity per frame, crop pixels
+
+    def apply(self, landmarks: np.ndarray, blink: bool = True) -> np.ndarray:
+        """Landmarks (T, 68, 2) moved with the head and, with `blink`, their eyelids closed."""
+        moved = close_eyes(np.asarray(landmarks, np.float32), self.blink) if blink else np.asarray(landmarks)
+        return (np.einsum("tij,tkj->tki", self.head[:, :, :2], moved) + self.head[:, None, :, 2]).astype(np.float32)
+
+
+def living_head(num_frames: int, reference: np.ndarray, seed: int = 0, fps: float = 25.0) -> LivingHead:
+    """Blinks and head motion to add to landmark tracks predicted from speech, the same for every track (the
+    app's ablations then differ only in their mouths).
 
     A2L predicts a still head with open eyes; a face that only moves its lips looks dead. The corpus's own
-    motions are reused (L2F learnt to render them): blinks at 10-20 a minute, each ~0.3 s (a relaxed blink,
-    slower than the corpus's quickest), and ``head_motion`` about the photo's face centre. Deterministic per
-    `seed`, so the same request gives the same video.
+    motions are reused: blinks at 10-20 a minute, each ~0.3 s (a relaxed blink, slower than the corpus's
+    quickest), and ``head_motion`` about the photo's face centre. Deterministic per `seed`, so the same
+    request gives the same video.
     """
-    if not tracks:
-        return {}
-    num_frames = len(next(iter(tracks.values())))
     rng = np.random.default_rng(seed)
     blink = blinks(num_frames, rng, fps=fps, per_minute=(10.0, 20.0), seconds=(0.25, 0.35))
     head = head_motion(num_frames, rng, fps=fps, center=tuple(np.asarray(reference, np.float64).mean(0)))
-    out = {}
-    for name, landmarks in tracks.items():
-        moved = close_eyes(np.asarray(landmarks, np.float32), blink)
-        out[name] = (np.einsum("tij,tkj->tki", head[:, :, :2], moved) + head[:, None, :, 2]).astype(np.float32)
-    return out
+    return LivingHead(blink, head)
 
 
 def animate(

@@ -311,6 +311,21 @@ class _EyelidPainter:
             frame[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
 
+def blink_frame(frame: np.ndarray, open_landmarks: np.ndarray, closed_landmarks: np.ndarray) -> np.ndarray:
+    """A frame's eyes closed as far as `closed_landmarks` ask, as the corpus renders a blink: the frame warped
+    from its open-eyed landmarks to them (``FaceMesh``), then the lids painted over what is left of the eyes.
+
+    Why: L2F does not render blinks (its frames keep the photo's open eyes whatever the eyelid landmarks say:
+    dlib's eye aspect ratio on its output never drops; experiments/measure_blinks.py), so the living head's
+    blinks are added to its frames afterwards. Only frames with a blink need it.
+    """
+    mesh = FaceMesh(open_landmarks, shape=frame.shape[:2])
+    map_x, map_y = mesh.backward_map(mesh.frame_points(np.asarray(closed_landmarks, np.float64)))
+    out = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    _EyelidPainter(frame, np.asarray(open_landmarks, np.float64)).paint(out, np.asarray(closed_landmarks, np.float64))
+    return out
+
+
 def _down(landmarks: np.ndarray) -> np.ndarray:
     across = landmarks[42:48].mean(0) - landmarks[36:42].mean(0)
     across /= np.linalg.norm(across)
