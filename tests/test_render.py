@@ -150,7 +150,8 @@ def test_blink_frame_closes_the_eyes_dlib_sees(astronaut):
 
     def ear(points):
         eye = points[36:42]
-        return (np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / (2 * np.linalg.norm(eye[0] - eye[3]))
+        vertical = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])
+        return vertical / (2 * np.linalg.norm(eye[0] - eye[3]))
 
     closed = close_eyes(ref[None], np.ones(1, np.float32))[0]
     out = blink_frame(image, ref, closed)
