@@ -91,7 +91,7 @@ def run(quick: bool = False, work: Path | None = None) -> list[Row]:
     big = portrait(work)
     for name, photo in (("bundled 512 x 512", PHOTO), ("portrait 1200 x 1500", big)):
         pipe.run(photo, wav, out=work / "warm.mp4", max_seconds=None)  # warm up
-        r = timed_runs(pipe, photo, wav, work, repeats=1 if quick else 2)
+        r = timed_runs(pipe, photo, wav, work, repeats=1 if quick else 4)
         extra = r["whole_s"] - r["crop_s"]
         s = r["stages"]
         rows.append(Row(SECTION, f"{name}: face crop 256, still -> whole photo {r['size'][0]}x{r['size'][1]}, "

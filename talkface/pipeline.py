@@ -53,6 +53,8 @@ MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
 WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
+FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_PRESET
+LARGE_PRESET = "superfast"
 
 Progress = Callable[[float, str], None]
 __all__ = ["ABLATIONS", "DEFAULT_A2L", "MAX_ARTICULATION", "TalkingFacePipeline", "TalkingFaceResult", "ablation",
@@ -388,7 +390,10 @@ class TalkingFacePipeline:
         preview = []
         with ExitStack() as stack:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
-                return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech))
+                # x264's time grows with the pixels: a faster preset for big frames keeps the encode's share
+                # of the run near what it is at 256² (bench/whole_photo.py)
+                preset = "veryfast" if width * height <= FAST_ENCODE_PIXELS else LARGE_PRESET
+                return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech, preset=preset))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
