@@ -461,13 +461,33 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None
     optimizer.step()
 
 
+class RunFolderError(TalkFaceError):
+    """A run folder that would be overwritten, or a resume with nothing to resume."""
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse, before anything is written, to start a run over an existing one (its logs and saved state would be
+    lost) and to "resume" a folder with no saved state (that would silently start from scratch)."""
+    state = out / "last.safetensors"
+    logs = [p for p in (out / "log.csv", out / "val.csv") if p.exists() and p.stat().st_size > 0]
+    if not resume and (state.exists() or logs):
+        found = ", ".join(p.name for p in [state, *logs] if p.exists())
+        raise RunFolderError(f"{out} already holds a training run ({found}); nothing was changed. Continue it "
+                             "with --resume, or give --out a new folder (delete this one to start it afresh).")
+    if resume and not state.exists():
+        raise RunFolderError(f"--resume was given but {out} has no saved state ({state.name}); nothing was "
+                             "changed. Drop --resume to start a new run there.")
+
+
 class Trainer:
     """The one training loop: resume, logs, progress bar, validation, resumable checkpoints and the training
     record of the model card. A trainer script brings only what differs (models, step, validation, export).
 
-    Construction resumes from OUT/last.safetensors when ``args.resume`` (refusing other hyper-parameters) and
-    opens OUT/log.csv (every ``args.log_every`` steps) and OUT/val.csv (every ``args.val_every``). ``args``
-    needs ``out``, ``resume``, ``max_steps``, ``log_every``, ``val_every`` and ``save_every``.
+    Construction refuses a folder that holds a run unless resuming, and a resume without a saved state
+    (``check_run_folder``); it resumes from OUT/last.safetensors when ``args.resume`` (refusing other
+    hyper-parameters) and opens OUT/log.csv (every ``args.log_every`` steps) and OUT/val.csv (every
+    ``args.val_every``). ``args`` needs ``out``, ``resume``, ``max_steps``, ``log_every``, ``val_every`` and
+    ``save_every``.
     """
 
     def __init__(self, run: Run, out: str | os.PathLike, args: Any, argv: list[str], models: dict[str, nn.Module],
@@ -475,7 +495,8 @@ class Trainer:
         self.run, self.out, self.args, self.argv, self.desc = run, Path(out), args, list(argv), desc
         self.models, self.optimizers = models, optimizers
         self.state = TrainState(hparams=vars(args))
-        if args.resume and (self.out / "last.safetensors").exists():
+        check_run_folder(self.out, args.resume)
+        if args.resume:
             self.state = load_training_state(self.out / "last", run, models, optimizers, hparams=vars(args))
         self.log = CSVLogger(self.out / "log.csv", run, truncate_to=self.state.log_pos if args.resume else 0)
         self.val_log = CSVLogger(self.out / "val.csv", run,

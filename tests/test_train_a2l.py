@@ -290,6 +290,22 @@ def test_a2l_trainer_refuses_to_resume_with_other_loss_weights(cache, judges, tm
                                                "--resume"))
 
 
+def test_a_run_folder_is_never_overwritten_and_a_resume_needs_a_state(cache, judges, tmp_path):
+    """Re-running without --resume on a finished (or interrupted) run refuses and changes nothing; --resume on a
+    folder with no saved state refuses instead of silently starting from scratch."""
+    from talkface.training import RunFolderError
+
+    run = tmp_path / "run"
+    load_script("train_a2l").main(a2l_args(cache, run, judges, "--max-steps", "20"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(RunFolderError, match=r"already holds a training run \(last\.safetensors, log\.csv"):
+        load_script("train_a2l").main(a2l_args(cache, run, judges, "--max-steps", "20"))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    with pytest.raises(RunFolderError, match="has no saved state"):
+        load_script("train_a2l").main(a2l_args(cache, tmp_path / "new", judges, "--max-steps", "20", "--resume"))
+    assert not (tmp_path / "new").exists()
+
+
 def test_a2l_trainer_refuses_a_missing_judge(cache, tmp_path):
     with pytest.raises(Exception, match="missing"):
         load_script("train_a2l").main(

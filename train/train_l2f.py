@@ -419,10 +419,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # the shipped recipe is two runs: plain warping first (in OUT/base), then this one fine-tuned from it
         # with the landmark flow; the command's other flags apply to both
         base = Path(args.out) / "base"
+        # --resume continues whichever of the two runs was interrupted (the other starts, or is done); without it
+        # either run refuses a folder that already holds one
+        argv = [a for a in argv if a != "--resume"]
+
+        def resume(folder: Path) -> list[str]:
+            return ["--resume"] if args.resume and (folder / "last.safetensors").exists() else []
+
         if not (base / "l2f.md").exists():  # the card is written last: a finished base run
-            main([*argv, "--recipe", "l2f_base", "--out", str(base),
-                  *(["--resume"] if (base / "last.safetensors").exists() else [])])
-        argv = [*argv, "--init", str(base / "l2f")]
+            main([*argv, "--recipe", "l2f_base", "--out", str(base), *resume(base)])
+        argv = [*argv, "--init", str(base / "l2f"), *resume(Path(args.out))]
         args = parse_args(argv)
     out = Path(args.out)
     run = setup(args.seed)
