@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import gradio as gr
+import PIL.Image
 
 from talkface.drawing import aligned_preview, mouth_opening_figure
 from talkface.errors import TalkFaceError
@@ -81,6 +82,9 @@ def photo_input(**kwargs) -> gr.Image:
     def checked(payload):
         try:
             return preprocess(payload)
+        except PIL.Image.DecompressionBombError as exc:
+            raise gr.Error("This picture has too many pixels to be a photo TalkFace can use; "
+                           "please use a smaller photo.") from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise gr.Error("This file is not an image TalkFace can read; please use a JPEG or PNG photo.") from exc
 

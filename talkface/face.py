@@ -106,12 +106,29 @@ MEAN_SHAPE: np.ndarray = np.array(
 _NOT_AN_IMAGE = "is not an image TalkFace can read; please use a JPEG or PNG photo."
 
 
+# Pixels a photo may have. A JPEG is decoded at a reduced scale (DCT scaling) and costs little whatever its size, up
+# to Pillow's own bomb limit; other formats are decoded whole before they can be shrunk: a 13000² PNG of one colour
+# is under 1 MB on disk and 0.5 GB decoded, so they stop at 50 MP (an 8660 x 5770 photo; phones' PNGs and HEIC
+# conversions are smaller).
+MAX_PIXELS_DECODED_WHOLE = 50_000_000
+MAX_PIXELS_JPEG = 180_000_000
+
+
 def load_image(source: str | os.PathLike | np.ndarray | PIL.Image.Image, max_side: int = 2048) -> np.ndarray:
     """Any photo a person might upload -> upright HxWx3 uint8 RGB whose long side is <= ``max_side``.
 
     Phones store portraits sideways with an EXIF orientation tag, PNGs come with transparency or 16
-    bits, scans in CMYK or grey: all become the one format the rest of TalkFace expects.
+    bits, scans in CMYK or grey: all become the one format the rest of TalkFace expects. Decompression bombs
+    (more pixels than ``MAX_PIXELS_*``) are refused from the header, before any decoding.
     """
+    return read_photo(source, max_side)[0]
+
+
+def read_photo(source: str | os.PathLike | np.ndarray | PIL.Image.Image, max_side: int = 2048
+               ) -> tuple[np.ndarray, float]:
+    """``load_image`` and the scale it read the photo at (1.0, or less when it was shrunk to `max_side`): face
+    sizes are about the photo as it was taken, not as it was read."""
+    scale = 1.0
     if isinstance(source, np.ndarray):
         rgb = _array_to_rgb(source)
     else:
@@ -122,10 +139,20 @@ def load_image(source: str | os.PathLike | np.ndarray | PIL.Image.Image, max_sid
             else:
                 name = f"The file {Path(source).name}"
                 img = PIL.Image.open(source)
-                w, h = img.size
-                f = max_side / max(w, h)
-                if f < 1:  # JPEG: decode a big photo at a reduced scale straight away
-                    img.draft("RGB", (int(np.ceil(w * f)), int(np.ceil(h * f))))
+            w, h = img.size
+            limit = MAX_PIXELS_JPEG if img.format == "JPEG" else MAX_PIXELS_DECODED_WHOLE
+            if w * h > limit:
+                raise FaceError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than TalkFace "
+                                f"reads ({limit / 1e6:.0f}); please use a smaller photo.")
+            scale = min(1.0, max_side / max(w, h))
+            if scale < 1 and not isinstance(source, PIL.Image.Image):
+                # JPEG: decode a big photo at a reduced scale straight away
+                img.draft("RGB", (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
+                # other formats: an integer box reduction in Pillow before any conversion to float (16-bit,
+                # transparency), so no full-size float copy is ever made
+                factor = max(img.size) // max_side
+                if factor >= 2:
+                    img = img.reduce(factor)
             rgb = _pil_to_rgb(PIL.ImageOps.exif_transpose(img))
         except FileNotFoundError:
             raise FaceError(f"{name} does not exist.") from None
@@ -137,7 +164,7 @@ def load_image(source: str | os.PathLike | np.ndarray | PIL.Image.Image, max_sid
     if max(h, w) > max_side:
         f = max_side / max(h, w)
         rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), scale
 
 
 def _pil_to_rgb(img: PIL.Image.Image) -> np.ndarray:
@@ -318,14 +345,15 @@ def _anchors(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([landmarks[RIGHT_EYE].mean(0), landmarks[LEFT_EYE].mean(0), landmarks[MOUTH].mean(0)])
 
 
-def align_face(image: np.ndarray, size: int = CROP_SIZE, min_face: int = 40) -> AlignedFace:
+def align_face(image: np.ndarray, size: int = CROP_SIZE, min_face: int = 40, scale: float = 1.0) -> AlignedFace:
     """Crop the largest face of an RGB image to ``size`` x ``size``, eyes and mouth on ``TEMPLATE``.
 
     A first alignment uses the detector's eye and mouth points, read off a 192-pixel view of the
     photo; it is redone once from dlib's eye and mouth centres, the points ``TEMPLATE`` is defined
     by. (Further rounds do not converge: they wander by about a pixel, dlib's own noise.)
     ``num_faces`` counts the faces found at the tile sizes searched (all of them in a group photo of
-    similar-sized faces).
+    similar-sized faces). `scale`: how far the photo was shrunk when read (``read_photo``); `min_face` is about
+    the photo as taken, so a big phone photo read at 2048 px is not called too small for its shrinking.
     """
     rgb = _array_to_rgb(image)
     faces = _detect(rgb, all_levels=False)
@@ -335,7 +363,7 @@ def align_face(image: np.ndarray, size: int = CROP_SIZE, min_face: int = 40) -> 
             "and looks towards the camera."
         )
     box = faces[0]
-    face_px = round(max(box.width, box.height))
+    face_px = round(max(box.width, box.height) / scale)
     if face_px < min_face:
         raise FaceError(
             f"The face in this photo is only {face_px} pixels wide and TalkFace needs at least {min_face}; "

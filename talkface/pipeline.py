@@ -39,9 +39,9 @@ from talkface.face import (
     AlignedFace,
     align_face,
     denormalise_landmarks,
-    load_image,
     mouth_opening,
     normalise_landmarks,
+    read_photo,
 )
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
@@ -212,12 +212,12 @@ class TalkingFacePipeline:
     @staticmethod
     def align(photo: str | os.PathLike | np.ndarray | PIL.Image.Image) -> AlignedFace:
         """Read a photo of any format and align its largest face (raises FaceError with a plain sentence)."""
-        image = load_image(photo)
-        h, w = image.shape[:2]
+        image, scale = read_photo(photo)
+        h, w = (round(n / scale) for n in image.shape[:2])  # the photo as taken
         if min(h, w) < MIN_PHOTO_SIDE:
             raise FaceError(f"The photo is only {w}x{h} pixels; please use a photo at least "
                             f"{MIN_PHOTO_SIDE} pixels on each side.")
-        return align_face(image)
+        return align_face(image, scale=scale)
 
     @staticmethod
     def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray] | Speech,

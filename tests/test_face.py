@@ -1,5 +1,7 @@
 """talkface.face on real photos: a portrait, a group photo, no face, a tiny face, awkward files."""
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -294,3 +296,45 @@ def test_cli_writes_the_landmark_picture(tmp_path, portrait, capsys):
         coffee = tmp_path / "coffee.png"
         PIL.Image.fromarray(skimage.data.coffee()).save(coffee)
         face.main([str(coffee), "--out", str(out)])
+
+
+def test_a_big_phone_photo_is_judged_by_its_own_face_size(tmp_path):
+    """A 5000 x 3000 photo is read at 2048 px (scale 0.41): its 83-pixel face is 34 pixels there. The minimum face
+    size is about the photo as taken, so it is accepted (it was refused, reporting the shrunk size)."""
+    from talkface.face import read_photo
+    from talkface.pipeline import TalkingFacePipeline
+
+    photo = face.load_image(Path(__file__).parent.parent / "assets" / "examples" / "face.jpg")
+    canvas = np.full((3000, 5000, 3), 120, np.uint8)
+    small = cv2.resize(photo, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    canvas[1000 : 1000 + small.shape[0], 2000 : 2000 + small.shape[1]] = small
+    PIL.Image.fromarray(canvas).save(tmp_path / "phone.jpg", quality=90)
+    image, scale = read_photo(tmp_path / "phone.jpg")
+    assert image.shape == (1229, 2048, 3) and scale == pytest.approx(2048 / 5000)
+    with pytest.raises(FaceError, match="only 34 pixels wide"):  # judged at the size it was read
+        face.align_face(image)
+    aligned = TalkingFacePipeline.align(tmp_path / "phone.jpg")  # judged as taken: 83 pixels
+    assert aligned.image.shape == (256, 256, 3)
+
+
+@pytest.mark.slow
+def test_decompression_bombs_are_refused_from_the_header_and_big_photos_read_in_bounded_memory(tmp_path):
+    """A one-colour 13000² PNG is 0.5 MB on disk and 0.5 GB decoded: refused before decoding. The biggest PNG
+    still read (a 7000² RGBA one, 49 MP) peaks well under 2 GB: Pillow reduces it before any float copy."""
+    PIL.Image.new("L", (13000, 13000), 200).save(tmp_path / "bomb.png")
+    PIL.Image.new("RGBA", (7000, 7000), (200, 180, 160, 255)).save(tmp_path / "big.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 2_000_000
+    code = ("import sys, resource; from talkface.face import read_photo; from talkface.errors import FaceError\n"
+            "try:\n    image, scale = read_photo(sys.argv[1]); print('read', image.shape, round(scale, 3))\n"
+            "except FaceError as e:\n    print('refused', e)\n"
+            "print('peak_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    results = {}
+    for name in ("bomb.png", "big.png"):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).parent.parent).stdout
+        results[name] = out
+    assert "refused The file bomb.png is 13000x13000 pixels (169 megapixels)" in results["bomb.png"]
+    assert "read (2048, 2048, 3) 0.293" in results["big.png"]
+    for name, out in results.items():
+        peak = int(out.split("peak_mib")[1])
+        assert peak < 2048, f"{name}: peak {peak} MiB"
