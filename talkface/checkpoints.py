@@ -44,9 +44,15 @@ def bundled(name: str) -> Path:
 
 
 def _stem(path_stem: str | os.PathLike) -> Path:
-    """Accept a stem, or either file of the pair, so callers can pass whatever they have."""
+    """Accept a stem, or either file of the pair, so callers can pass whatever they have. A stem may itself
+    hold dots (``a2l_v1.2``): only the two known suffixes are ever taken off or put on (``_file``)."""
     path = Path(path_stem)
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def _file(stem: Path, suffix: str) -> Path:
+    """`stem` + `suffix`, keeping any dot in the stem (``with_suffix`` would replace ``.2`` of ``a2l_v1.2``)."""
+    return stem.with_name(stem.name + suffix)
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:
@@ -142,14 +148,14 @@ def save_checkpoint(
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     config = {"format": FORMAT, **config, "dtype": "float16" if half else "float32"}
     stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_tensors(state, stem.with_suffix(".safetensors"))
-    atomic_save_json(config, stem.with_suffix(".json"))
+    atomic_save_tensors(state, _file(stem, ".safetensors"))
+    atomic_save_json(config, _file(stem, ".json"))
     return stem
 
 
 def read_config(path_stem: str | os.PathLike) -> dict[str, Any]:
     """The JSON half of a checkpoint, checked to be readable and to name a model."""
-    path = _stem(path_stem).with_suffix(".json")
+    path = _file(_stem(path_stem), ".json")
     if not path.is_file():
         raise CheckpointError(f"The checkpoint config file {path} is missing.")
     try:
@@ -182,6 +188,9 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], pa
                 f"The checkpoint weights file {path} has tensor '{name}' of shape {tuple(state[name].shape)} "
                 f"where the model expects {tuple(tensor.shape)}."
             )
+        if state[name].is_floating_point() and not torch.isfinite(state[name]).all():
+            raise CheckpointError(f"The checkpoint weights file {path} has NaN or infinite values in tensor "
+                                  f"'{name}' (a diverged or damaged training run); it cannot be used.")
     # load_state_dict copies into the existing tensors, which casts fp16 to the model's own dtype.
     model.load_state_dict(state, strict=True)
 
@@ -219,7 +228,7 @@ def load_checkpoint(
     """
     stem = _stem(path_stem)
     config = read_config(stem)
-    json_path = stem.with_suffix(".json")
+    json_path = _file(stem, ".json")
     check_features(config, json_path)
     if model_cls is None:
         model_cls = model_registry().get(config["model_class"])
@@ -229,11 +238,11 @@ def load_checkpoint(
             )
     try:
         model = model_cls(**config.get("model_kwargs", {}))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:
         raise CheckpointError(
             f"The checkpoint config file {json_path} has model settings this version cannot use ({e})."
         ) from e
-    weights_path = stem.with_suffix(".safetensors")
+    weights_path = _file(stem, ".safetensors")
     state, _ = read_safetensors(weights_path)
     load_state_dict_checked(model, state, weights_path)
     if device is not None:

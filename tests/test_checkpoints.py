@@ -170,3 +170,36 @@ def test_bundled_checkpoints_record_this_versions_features():
     for name in ("a2l_baseline", "a2l_wd", "a2l_tr", "a2l_wd_tr", "word_detector", "mi_estimator"):
         config = json.loads((BUNDLED / f"{name}.json").read_text())
         assert {k: config["features"][k] for k in FEATURES} == FEATURES, name
+
+
+def test_a_stem_with_a_dot_reads_its_own_files(tmp_path):
+    """`a2l_v1.2` is a stem, not `a2l_v1` with a suffix: its files are a2l_v1.2.json / .safetensors."""
+    model = trained_tiny()
+    save_checkpoint(tmp_path / "a2l_v1.2", model, {"stage": "a2l", "features": FEATURES})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a2l_v1.2.json", "a2l_v1.2.safetensors"]
+    for name in ("a2l_v1.2", "a2l_v1.2.json", "a2l_v1.2.safetensors"):
+        loaded, config = load_checkpoint(tmp_path / name)
+        assert config["stage"] == "a2l" and isinstance(loaded, LandmarkPredictor)
+
+
+def test_nan_or_infinite_weights_are_refused_by_name(saved):
+    from safetensors.torch import load_file, save_file
+
+    stem = saved[1]
+    weights = stem.with_name(stem.name + ".safetensors")
+    state = load_file(weights)
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name][0] = float("nan")
+    save_file(state, weights)
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite values in tensor '{re.escape(name)}'"):
+        load_checkpoint(stem)
+
+
+def test_model_settings_the_model_rejects_are_a_checkpoint_error(saved):
+    stem = saved[1]
+    path = stem.with_name(stem.name + ".json")
+    config = json.loads(path.read_text())
+    config["model_kwargs"]["audio_dim"] = -1  # torch refuses this size with a RuntimeError
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="model settings this version cannot use"):
+        load_checkpoint(stem)

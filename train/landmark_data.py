@@ -128,7 +128,7 @@ DATA_AND_LICENCES = """## Data and licences
 def write_model_card(stem: Path, title: str, summary: list[str], config: dict[str, Any], model: nn.Module) -> None:
     """STEM.md next to the checkpoint: what it is, how it was trained, what it measured."""
     params = sum(p.numel() for p in model.parameters())
-    size_mb = stem.with_suffix(".safetensors").stat().st_size / 1e6
+    size_mb = stem.with_name(stem.name + ".safetensors").stat().st_size / 1e6
     data = config["data"]
     training = config["training"]
     lines = [
