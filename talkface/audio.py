@@ -176,6 +176,13 @@ def _read_file(path: Path, max_seconds: float | None, info: dict[str, int]) -> t
         return _decode_with_ffmpeg(path, max_seconds, info), SAMPLE_RATE
 
 
+# What ffmpeg may open: sound and video containers from a local file, nothing else. Without this, a playlist
+# uploaded as speech (HLS .m3u8, concat) makes ffmpeg read the files or URLs it names.
+_DEMUXERS = ("wav,w64,mp3,ogg,flac,mov,matroska,webm,aac,ac3,eac3,mpeg,mpegts,avi,asf,flv,amr,amrnb,amrwb,caf,"
+             "aiff,au,wv,ape,tta,dts,truehd,mlp,voc,rm,dv,gsm")
+DECODE_TIMEOUT = 120.0  # seconds ffmpeg may take for one upload, whatever it is
+
+
 _STREAM = re.compile(r"Stream #0:\d+.*?: Audio: [^,]+, (\d+) Hz, ([^,]+),")
 _LAYOUTS = {"mono": 1, "stereo": 2}
 
@@ -185,12 +192,17 @@ def _decode_with_ffmpeg(path: Path, max_seconds: float | None, info: dict[str, i
     the stream's own rate and channels (from ffmpeg's report of its input, no second process)."""
     # ffmpeg's own stereo downmix is (L + R)/√2, which clips loud stereo; capping the mixing matrix
     # at 1 makes it the channel mean, as for files libsndfile reads.
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "info", "-i", str(path),
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "info",
+               "-protocol_whitelist", "file,pipe", "-format_whitelist", _DEMUXERS, "-i", str(path),
                "-map", "0:a:0", "-ac", "1", "-rematrix_maxval", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le"]
     if max_seconds is not None:
         # Decode one second past the limit, enough to know it is exceeded without decoding an hour.
         command += ["-t", f"{max_seconds + 1:g}"]
-    result = subprocess.run([*command, "pipe:1"], capture_output=True, check=False)
+    try:
+        result = subprocess.run([*command, "pipe:1"], capture_output=True, check=False, timeout=DECODE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"Reading the audio file '{path.name}' took too long; please use a plain sound "
+                         "file (wav, mp3, m4a, ogg).") from None
     if result.returncode != 0:
         log.debug("ffmpeg could not decode %s: %s", path, result.stderr.decode(errors="replace"))
         raise AudioError(f"Could not read the audio file '{path.name}'; "

@@ -308,3 +308,17 @@ def test_silence_and_hiss_fail_quiet_speech_passes(speech16k, tmp_path):
     check_speech(quiet)
     check_speech(np.concatenate([np.zeros(20 * SAMPLE_RATE), quiet]))  # a short word in a long, quiet clip
     check_speech(speech16k)
+
+
+def test_a_playlist_uploaded_as_speech_is_not_followed(tmp_path):
+    """An HLS playlist names other files (or URLs); ffmpeg would read them. Only sound and video containers from
+    the file itself are opened."""
+    example = Path(__file__).parent.parent / "assets" / "examples" / "speech.wav"
+    segment = tmp_path / "segment.aac"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(example), "-c:a", "aac", "-f", "adts",
+                    str(segment)], check=True)
+    playlist = tmp_path / "speech.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:5.5,\n{segment}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(AudioError, match=r"Could not read the audio file 'speech\.m3u8'"):
+        load_audio(playlist)
+    assert len(load_audio(segment)[0]) > SAMPLE_RATE  # the segment itself is fine
