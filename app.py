@@ -336,8 +336,10 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
         inputs = [photo, audio, wd, tr, compare, articulation, output, still]
         # One progress display (on the video), the aligned face shown as soon as it is found; on the page a bad
         # input keeps the last result. The API endpoint raises instead (a client gets the sentence as an error).
-        button.click(gpu(app.generate_in_page), inputs, outputs, api_visibility="private",
-                     concurrency_id="generate", show_progress_on=[video])
+        run_in_page = dict(fn=gpu(app.generate_in_page), inputs=inputs, outputs=outputs, api_visibility="private",
+                           concurrency_id="generate", show_progress_on=[video])
+        # trigger_mode "once": a page cannot queue a second video while its first is waiting or being made
+        button.click(**run_in_page, trigger_mode="once")
         api = gr.Button(visible=False)
         api.click(gpu(app.generate), inputs, outputs, api_name="generate", concurrency_id="generate")
         # inputs are checked as they arrive, the reason shown under them; a new input clears the last run's status
@@ -347,13 +349,15 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
                      show_progress="hidden")
         slider.change(app.show_frame, [slider, previews], frame, api_visibility="private", queue=False)
         with input_column:
-            gr.Examples(
+            examples = gr.Examples(
                 examples=[[str(EXAMPLES / "face.jpg"), str(EXAMPLES / "speech.wav"), default_wd, default_tr, grid,
                            1.0, WHOLE_PHOTO, False] for grid in (False, True)],
-                inputs=inputs, outputs=outputs, fn=gpu(app.generate_in_page),
-                run_on_click=True, cache_examples=False, elem_id="talkface-examples",
+                inputs=inputs, cache_examples=False, elem_id="talkface-examples", api_visibility="private",
                 label="Examples: one click runs them (the second compares all four models)",
             )
+        # one click fills the inputs, then runs the same event as the button: in the "generate" concurrency
+        # group (one video at a time on the server) and not an API endpoint of its own (run_on_click would be both)
+        examples.load_input_event.then(**run_in_page, trigger_mode="once")
     return demo
 
 

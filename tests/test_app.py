@@ -234,5 +234,11 @@ def test_the_demo_builds_and_warns_about_missing_checkpoints(tiny_checkpoints, t
         texts = [c["props"].get("value") for c in config["components"] if c["type"] == "markdown"]
         assert any(t and "Checkpoint file missing" in t and "l2f.json" in t for t in texts)
         assert any(d.get("api_name") == "generate" for d in config["dependencies"])
+        # every event that makes a video (button, example click, API) waits in the one "generate" group, and the
+        # API has no other way in: one video at a time on the server
+        makers = [fn for fn in demo.fns.values() if fn.fn is not None and "generate" in fn.fn.__name__]
+        assert len(makers) == 3 and all(fn.concurrency_id == "generate" for fn in makers)
+        public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
+        assert public == ["generate"]
     finally:
         shutil.rmtree(app.work_dir, ignore_errors=True)
