@@ -132,3 +132,45 @@ def test_splits_must_be_known(tmp_path):
 
     with pytest.raises(SystemExit):
         main(["--preset", "tiny", "--out", str(tmp_path), "--splits", "training"])
+
+
+def test_a_corpus_is_never_mixed_and_a_killed_runs_leftovers_are_not_clips(tiny):
+    """Other settings on an existing root are refused before anything is written; an empty sidecar (a power cut)
+    makes its clip again instead of breaking the manifest; a killed writer's temporary .mp4 is never a clip."""
+    from talkface.data.lrw import read_lrw
+    from talkface.errors import TalkFaceError
+
+    root, _ = tiny
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(TalkFaceError, match=r"made with other settings \(seed differ\); nothing was changed"):
+        generate(root, dataclasses.replace(PRESETS["tiny"], seed=7), workers=1, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+
+    emptied = sorted(root.glob("*/test/*.json"))[0]
+    emptied.write_text("")
+    word_dir = emptied.parent
+    leftover = word_dir / f".{emptied.stem}.4242.tmp.mp4"
+    leftover.write_bytes(b"half a video")
+    assert leftover not in [c.video for c in read_lrw(root)]
+    manifest = generate(root, PRESETS["tiny"], workers=1, progress=False)
+    assert manifest["clips"] == 12 and json.loads(emptied.read_text())["split"] == "test"
+    assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_two_workers_make_the_same_corpus_and_a_dead_worker_stops_the_run_with_a_sentence(tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from talkface.data import synth
+    from talkface.errors import TalkFaceError
+
+    manifest = generate(tmp_path / "two", PRESETS["tiny"], workers=2, progress=False, splits=("val",))
+    assert manifest["clips"] == manifest["clips_planned"]
+
+    class DiesAtOnce(synth.ProcessPoolExecutor):  # a worker killed for memory: the pool breaks, never hangs
+        def map(self, fn, *iterables, chunksize=1):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(synth, "ProcessPoolExecutor", DiesAtOnce)
+    with pytest.raises(TalkFaceError, match="A corpus worker died"):
+        generate(tmp_path / "dead", PRESETS["tiny"], workers=2, progress=False, splits=("val",))

@@ -115,7 +115,8 @@ def read_lrw(root: str | Path, splits: Iterable[str] = SPLITS,
         if wanted is not None and word_dir.name.upper() not in wanted:
             continue
         for split in splits:
-            for video in sorted((word_dir / split).glob("*.mp4")):
+            # names starting with a dot are an interrupted writer's temporary files, never clips
+            for video in sorted(v for v in (word_dir / split).glob("*.mp4") if not v.name.startswith(".")):
                 txt = video.with_suffix(".txt")
                 info = parse_lrw_txt(txt) if txt.exists() else {"text": word_dir.name, "words": []}
                 sidecar = video.with_suffix(".json")

@@ -32,10 +32,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +47,7 @@ import numpy as np
 
 from talkface.audio import FPS, SAMPLE_RATE
 from talkface.data.lrw import CLIP_FRAMES, SPLITS, lrw_vocabulary, write_lrw_txt
+from talkface.errors import TalkFaceError
 
 
 # Real photos with clear licences (see the manifest for each identity).
@@ -448,8 +453,50 @@ def _real_speech_plan(root: Path, words: set[str]) -> list[tuple[str, str, int]]
         for path, text in speech.asterisk_prompts():
             tokens = [t.strip(".,!?;:\"'()").upper() for t in speech.normalize_transcript(text).split()]
             found += [[str(path), t, i] for i, t in enumerate(tokens) if t in words]
-        cache.write_text(json.dumps(found))
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(json.dumps(found))
+        os.replace(tmp, cache)  # atomic: a killed run leaves the old cache or none, never half of one
     return [tuple(x) for x in found]
+
+
+def _done(sidecar: Path) -> bool:
+    """A clip is done when its sidecar (written last, atomically) is there and reads. One that does not (a file
+    system that lost it in a power cut) is removed, so the clip is made again instead of breaking the manifest."""
+    if not sidecar.exists():
+        return False
+    try:
+        ok = isinstance(json.loads(sidecar.read_text()), dict)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        sidecar.unlink(missing_ok=True)
+    return ok
+
+
+def _check_settings(root: Path, cfg: SynthConfig) -> None:
+    """Refuse to add clips to a corpus made with other settings (another preset or seed would mix two corpora
+    under one manifest, and its identity cache belongs to the first); record them on a new root."""
+    want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    path = root / "corpus.json"
+    have = json.loads(path.read_text()) if path.exists() else None
+    if have is None and (root / "manifest.json").exists():  # made before corpus.json existed
+        have = json.loads((root / "manifest.json").read_text()).get("config")
+    if have is None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(want, indent=1))
+        os.replace(tmp, path)
+        return
+    if have != want:
+        keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise TalkFaceError(f"{root} holds a corpus made with other settings ({', '.join(keys)} differ); nothing "
+                            "was changed. Finish it with the same preset and seed, or give --out a new folder.")
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temporary files of a run that was killed mid-clip: never clips, and never listed as such."""
+    for pattern in ("*/*/.*.tmp.mp4", "*/*/*.json.tmp", "*/*/*.txt.tmp", "*.tmp"):
+        for path in root.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: bool = True,
@@ -465,6 +512,8 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _check_settings(root, cfg)
+    _remove_leftovers(root)
     started = time.time()
     if not (root / "identities.npz").exists():
         ids = collect_identities(cfg.seed)
@@ -473,24 +522,28 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
     real = _real_speech_plan(root, set(lrw_vocabulary()[: cfg.words])) if cfg.real_speech else []
     full = plan_clips(cfg, real)
     plan = [c for c in full if c.split in splits]
-    todo = [c for c in plan if not (root / c.stem).with_suffix(".json").exists()]
-    held = {c.split for c in full if c.split not in splits and (root / c.stem).with_suffix(".json").exists()}
+    todo = [c for c in plan if not _done((root / c.stem).with_suffix(".json"))]
+    held = {c.split for c in full if c.split not in splits and _done((root / c.stem).with_suffix(".json"))}
     failures = []
     if todo:
-        if workers <= 1:
-            _init_worker(str(root), cfg)
-            results = map(_make, todo)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(root), cfg))
-            results = pool.imap_unordered(_make, todo, chunksize=4)
-        for spec, _, err in tqdm(results, total=len(todo), desc="clips", disable=not progress):
-            if err:
-                failures.append({"clip": spec.stem, "error": err})
-        if workers > 1:
-            pool.close()
-            pool.join()
+        with ExitStack() as stack:
+            try:
+                if workers <= 1:
+                    _init_worker(str(root), cfg)
+                    results = map(_make, todo)
+                else:
+                    # a process pool that notices a dead worker (killed for memory): multiprocessing.Pool waits
+                    # for its result forever
+                    pool = stack.enter_context(ProcessPoolExecutor(
+                        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                        initargs=(str(root), cfg)))
+                    results = pool.map(_make, todo, chunksize=4)
+                for spec, _, err in tqdm(results, total=len(todo), desc="clips", disable=not progress):
+                    if err:
+                        failures.append({"clip": spec.stem, "error": err})
+            except BrokenProcessPool as exc:
+                raise TalkFaceError("A corpus worker died (out of memory?); the clips made so far are kept: run "
+                                    "the same command again to go on, perhaps with fewer --workers.") from exc
     described = [c for c in full if c.split in set(splits) | held]
     manifest = _manifest(root, cfg, described, ids, failures, time.time() - started)
     tmp = root / "manifest.json.tmp"
@@ -500,7 +553,7 @@ def generate(root: str | Path, cfg: SynthConfig, workers: int = 2, progress: boo
 
 
 def _manifest(root, cfg, plan, ids, failures, seconds) -> dict:
-    done = [c for c in plan if (root / c.stem).with_suffix(".json").exists()]
+    done = [c for c in plan if _done((root / c.stem).with_suffix(".json"))]
     sidecars = [json.loads((root / c.stem).with_suffix(".json").read_text()) for c in done]
     per_split = Counter(s["split"] for s in sidecars)
     rendered = sum(1 for s in sidecars if s.get("video", True))
