@@ -416,6 +416,31 @@ def test_killed_preparation_leaves_no_partial_shard(grid_tree, tmp_path, monkeyp
     assert sorted(ids) == sorted(c.clip_id for c in clips)
 
 
+def test_a_failure_of_the_machine_stops_preparation_instead_of_skipping_the_clip(grid_tree, tmp_path, monkeypatch):
+    """Out of memory (or disk) on one clip: the job stops with a sentence before that shard is written, and the
+    rerun prepares the clip; a clip that is itself bad (no face) is still only skipped."""
+    import errno
+
+    clips = read_grid(grid_tree)
+    out = tmp_path / "cache"
+    run = dict(out=out, dataset="grid", vocabulary=GRID_WORDS, shard_size=2, progress=False)
+    real_prepare_clip = prep.prepare_clip
+    victim = clips[-1].clip_id
+
+    def out_of_disk(clip: Clip) -> dict:
+        if clip.clip_id == victim:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_prepare_clip(clip)
+
+    monkeypatch.setattr(prep, "prepare_clip", out_of_disk)
+    with pytest.raises(prep.TransientFailure, match="the machine, not the clip: run the same command again"):
+        prep.prepare(clips, **run)
+    monkeypatch.setattr(prep, "prepare_clip", real_prepare_clip)
+    prep.prepare(clips, **run)
+    metas = shard_meta(out)
+    assert victim in [i for m in metas for i in m["clip_ids"]] and not [s for m in metas for s in m["skipped"]]
+
+
 def test_synthetic_corpus_prepares_like_lrw(tmp_path, capsys):
     """Our synthetic corpus goes through the same reader and preparation; dlib's landmarks on its frames
     agree with the generator's own ground truth (its JSON sidecar) mapped into the aligned crop."""

@@ -41,9 +41,11 @@ manifest says ``"landmarks": "exact"`` and the frame generator's dataset refuses
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -144,11 +146,32 @@ def prepare_clip_exact(clip: Clip) -> dict:
     }
 
 
+# Failures of the machine, not of the clip: out of memory or disk, too many open files, an interrupted I/O.
+# Recorded as a skip they would be permanent (a finished shard is never redone), so they stop the job instead.
+_TRANSIENT_ERRNOS = {errno.ENOMEM, errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.EIO, errno.EDQUOT,
+                     errno.EINTR}
+
+
+class TransientFailure(TalkFaceError):
+    """The machine failed while preparing a clip; run the same command again to go on."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, MemoryError | TimeoutError | subprocess.TimeoutExpired | BrokenPipeError | ConnectionError):
+        return True
+    return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
+
+
 def _prepare_or_reason(clip: Clip, landmarks: str = "dlib") -> dict | str:
-    """Never let one bad clip stop a job of thousands: failures come back as a reason to record."""
+    """Never let one bad clip stop a job of thousands: failures of the clip come back as a reason to record.
+    Failures of the machine (``_is_transient``) stop the job before its shard is written, so a rerun retries."""
     try:
         return prepare_clip_exact(clip) if landmarks == "exact" else prepare_clip(clip)
     except Exception as error:  # any decoder or detector failure skips only this clip
+        if _is_transient(error):
+            raise TransientFailure(f"Preparation stopped at {clip.video}: {type(error).__name__}: {error}. This is "
+                                   "the machine, not the clip: run the same command again to go on (finished "
+                                   "shards are kept).") from error
         return f"{type(error).__name__}: {error}"
 
 
