@@ -11,7 +11,6 @@ each request's files in one temporary folder, and lays the results out.
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from talkface.pipeline import (
     missing_checkpoints,
     switches,
 )
+from talkface.tempdir import new_dir
 
 try:  # Hugging Face ZeroGPU: the GPU is lent only while a decorated function runs
     import spaces
@@ -98,8 +98,8 @@ class TalkFaceApp:
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None, max_seconds: float = MAX_SECONDS):
         self.checkpoint_dir = checkpoint_dir
         self.max_seconds = max_seconds
-        self.work_dir = Path(tempfile.mkdtemp(prefix="talkface-app-"))
-        atexit.register(shutil.rmtree, self.work_dir, ignore_errors=True)
+        # inside the process's temporary folder: removed at exit, and by the next start if this process is killed
+        self.work_dir = new_dir("app-")
         self._pipeline: TalkingFacePipeline | None = None
         self._lock = threading.Lock()
 

@@ -13,7 +13,6 @@ is small: the waveform, its MFCCs and the landmark tracks (T x 68 x 2); a 10-min
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,7 @@ from talkface.face import (
 )
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
+from talkface.tempdir import new_dir
 from talkface.video import VideoWriter
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
@@ -329,7 +329,8 @@ class TalkingFacePipeline:
         with _timed(seconds, "words"):
             words, timeline = self.read_words(normalised[name])
 
-        video = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="talkface-")) / "talkface.mp4"
+        # out=None: a new file in the process's temporary folder (talkface.tempdir), removed when the process ends
+        video = Path(out) if out is not None else new_dir("run-") / "talkface.mp4"
         video.parent.mkdir(parents=True, exist_ok=True)
         panel_video = video.with_name(f"{video.stem}_panels.mp4") if panels else None
         compare_video = video.with_name(f"{video.stem}_compare.mp4") if compare else None

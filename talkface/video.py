@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from talkface.audio import FPS, MAX_TRACK_RATE, Speech
+from talkface.tempdir import new_file
 
 AUDIO_BITRATE = "192k"
 
@@ -70,8 +70,7 @@ def _temporary_wav(audio: np.ndarray, sample_rate: int, exact: bool = False) -> 
     `exact`: integer samples as they are and floats as 32-bit floats, nothing lost (a user's recording);
     otherwise 16-bit, as the synthetic corpus's clips were always written (their features stay as they were).
     """
-    fd, wav = tempfile.mkstemp(suffix=".wav")
-    os.close(fd)
+    wav = str(new_file(".wav"))
     audio = np.asarray(audio)
     if not exact:
         sf.write(wav, audio.astype(np.float32), sample_rate, subtype="PCM_16")
