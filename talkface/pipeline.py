@@ -217,7 +217,7 @@ class TalkingFacePipeline:
         if min(h, w) < MIN_PHOTO_SIDE:
             raise FaceError(f"The photo is only {w}x{h} pixels; please use a photo at least "
                             f"{MIN_PHOTO_SIDE} pixels on each side.")
-        return align_face(image, scale=scale)
+        return align_face(image, scale=scale, frontal=True)
 
     @staticmethod
     def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray] | Speech,

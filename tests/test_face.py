@@ -338,3 +338,28 @@ def test_decompression_bombs_are_refused_from_the_header_and_big_photos_read_in_
     for name, out in results.items():
         peak = int(out.split("peak_mib")[1])
         assert peak < 2048, f"{name}: peak {peak} MiB"
+
+
+def test_a_face_turned_to_the_side_is_refused_and_a_frontal_or_slightly_turned_one_is_not():
+    """scikit-image's cameraman is in three-quarter view: L2F would break it, so the app refuses it in a
+    sentence. The astronaut and the Solvay faces (some turned a third of the way) pass."""
+    from talkface.pipeline import TalkingFacePipeline
+
+    camera = skimage.data.camera()
+    assert abs(face.turn(face.align_face(camera).landmarks)) > face.MAX_TURN
+    with pytest.raises(FaceError, match="turned too far to the side"):
+        TalkingFacePipeline.align(camera)
+    assert abs(face.turn(TalkingFacePipeline.align(skimage.data.astronaut()).landmarks)) < 0.05
+    image = face.load_image(SOLVAY)
+    h, w = image.shape[:2]
+    turns = []
+    for box in face.detect_faces(image)[:12]:
+        size = max(box.width, box.height)
+        cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        crop = image[int(max(0, cy - 3 * size)) : int(min(h, cy + 3 * size)),
+                     int(max(0, cx - 3 * size)) : int(min(w, cx + 3 * size))]
+        try:
+            turns.append(face.turn(face.align_face(crop).landmarks))
+        except FaceError:  # too small at this photo's size
+            continue
+    assert len(turns) >= 6 and max(abs(t) for t in turns) < face.MAX_TURN
