@@ -1,0 +1,166 @@
+"""Bad inputs through the running app, as a public Space meets them: app.py in its own process (tiny checkpoints),
+called through gradio_client like the README's API example.
+
+Each bad photo or recording must come back as its plain sentence (no traceback, no bare "Error"), the server must
+keep serving, its memory must come back near where it was, and a failed request must leave nothing in its
+temporary folder.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+import pytest
+import skimage.data
+import soundfile as sf
+
+REPO = Path(__file__).parent.parent
+PHOTO = REPO / "assets" / "examples" / "face.jpg"
+SPEECH = REPO / "assets" / "examples" / "speech.wav"
+SOLVAY = Path("/usr/share/visp-images-data/ViSP-images/Solvay/Solvay_conference_1927_Version2_1280x881.png")
+
+pytestmark = [pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tmp_path_factory):
+    """app.py with its own TMPDIR, so that its temporary folder can be inspected; (url, pid, tmpdir)."""
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("server_tmp")
+    log = tmp_path_factory.mktemp("server_log") / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp),
+           "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--checkpoints", str(tiny_checkpoints), "--host", "127.0.0.1",
+             "--port", str(port), "--max-seconds", "4"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start:\n{log.read_text()}") from None
+                time.sleep(0.5)
+        yield url, process.pid, tmp, log
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sweep")
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    sf.write(d / "speech.wav", wave[: int(1.2 * rate)], rate)
+    sf.write(d / "silent.wav", np.zeros(rate, np.float32), rate)
+    sf.write(d / "empty.wav", np.zeros(0, np.float32), rate)
+    sf.write(d / "long.wav", np.tile(wave, 2), rate)  # 11 s, the server allows 4
+    (d / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + np.random.default_rng(0).bytes(400))
+    (d / "notes.wav").write_text("a text file named like a recording")
+    face = PIL.Image.open(PHOTO).resize((320, 320))
+    face.save(d / "face.jpg", quality=92)
+    face.save(d / "face.gif")
+    face.convert("CMYK").save(d / "cmyk.jpg")
+    PIL.Image.fromarray(np.asarray(face.convert("L"), np.uint16) * 257).save(d / "grey16.png")
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    face.transpose(PIL.Image.Transpose.ROTATE_90).save(d / "exif.jpg", exif=exif)
+    PIL.Image.fromarray(skimage.data.coffee()).save(d / "coffee.jpg")
+    PIL.Image.fromarray(skimage.data.camera()).save(d / "profile.png")
+    face.resize((24, 24)).save(d / "tiny.png")
+    PIL.Image.new("L", (13000, 13000), 200).save(d / "bomb13k.png")
+    PIL.Image.new("L", (20000, 20000), 200).save(d / "bomb20k.png")
+    big = cv2.resize(np.asarray(face), (5000, 5000), interpolation=cv2.INTER_CUBIC)
+    PIL.Image.fromarray(big).save(d / "huge.jpg", quality=80)
+    frames = np.repeat(np.asarray(face)[None], 10, axis=0)
+    from talkface.video import write_video
+
+    write_video(d / "clip.mp4", frames)
+    return d
+
+
+GOOD = "speech.wav"
+BAD_PHOTOS = {
+    "coffee.jpg": "No face was found in this photo",
+    "tiny.png": "The photo is only 24x24 pixels",
+    "profile.png": "turned too far to the side",
+    "bomb13k.png": "is 13000x13000 pixels (169 megapixels), more than TalkFace reads",
+    "bomb20k.png": "too many pixels to be a photo TalkFace can use",
+    "clip.mp4": "not an image TalkFace can read",
+}
+BAD_SPEECH = {
+    "silent.wav": "The audio is silent",
+    "empty.wav": "The audio contains no sound at all",
+    "long.wav": "The audio is longer than the 4-second limit",
+    "corrupt.wav": "Could not read the audio file",
+    "notes.wav": "Could not read the audio file",
+}
+ODD_PHOTOS = ["face.gif", "cmyk.jpg", "grey16.png", "exif.jpg", "huge.jpg"]
+
+
+def test_bad_inputs_through_the_running_app(server, files):
+    from gradio_client import Client, handle_file
+
+    url, pid, tmp, log = server
+    client = Client(url, verbose=False)
+
+    def call(photo: str, audio: str):
+        return client.predict(handle_file(str(files / photo)), handle_file(str(files / audio)), False, False,
+                              False, 1.0, "Whole photo", False, api_name="/generate")
+
+    def request_dirs() -> list[Path]:
+        return [p for p in tmp.glob("talkface-*/app-*/*") if p.is_dir()]
+
+    status = call("face.jpg", GOOD)[0]  # warm up: models loaded, one request's folder kept for its download
+    assert status.startswith("Done")
+    baseline, kept = _rss_mib(pid), len(request_dirs())
+    messages = {}
+    for photo, expected in BAD_PHOTOS.items():
+        with pytest.raises(Exception) as info:
+            call(photo, GOOD)
+        messages[photo] = str(info.value)
+        assert expected in messages[photo], (photo, messages[photo])
+    for audio, expected in BAD_SPEECH.items():
+        with pytest.raises(Exception) as info:
+            call("face.jpg", audio)
+        messages[audio] = str(info.value)
+        assert expected in messages[audio], (audio, messages[audio])
+    assert len(request_dirs()) == kept  # failed requests left nothing behind
+    for photo in ODD_PHOTOS:  # odd but valid: a video
+        assert call(photo, GOOD)[0].startswith("Done"), photo
+    assert SOLVAY.exists(), "visp-images-data (bash run.sh test) provides the group photo"
+    status, *_, details = client.predict(handle_file(str(SOLVAY)), handle_file(str(files / GOOD)), False, False,
+                                         False, 1.0, "Face crop (256×256)", True, api_name="/generate")
+    assert status.startswith("Done") and "faces were found in the photo; the largest one is used" in details
+    assert call("face.jpg", GOOD)[0].startswith("Done")  # still serving
+    after = _rss_mib(pid)
+    print(f"server RSS: {baseline:.0f} MiB after the first request, {after:.0f} MiB after the sweep")
+    assert after < baseline + 300, (baseline, after)
+    text = log.read_text()
+    assert "Traceback" not in text or "generation failed" not in text  # no unexpected failure was logged
+    for name, message in messages.items():
+        assert "Traceback" not in message and message.strip() != "Error", name
