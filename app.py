@@ -11,6 +11,7 @@ each request's files in one temporary folder, and lays the results out.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -249,6 +250,89 @@ def _words(result) -> str:
             f"{others}. It checks the landmarks; it is not a lip-reader.")
 
 
+# a client's videos waiting or being made at once
+CLIENT_LIMIT = 2
+TOO_MANY = (f"You already have {CLIENT_LIMIT} videos waiting or being made; please wait for one to finish "
+            "before asking for another.")
+
+
+def client_key(headers, host: str) -> str:
+    """Who is asking: the first address of X-Forwarded-For (a Space's proxy puts the client there), else the
+    connection's."""
+    forwarded = headers.get("x-forwarded-for", "") if headers else ""
+    return forwarded.split(",")[0].strip() or host or "unknown"
+
+
+def unfinished_videos(demo: gr.Blocks, key: str) -> int:
+    """The client's requests in the "generate" group that wait in Gradio's queue or run now. Read off the queue
+    itself, so nothing is left to count down when a request fails before its function runs (a bad upload) or
+    leaves the queue unrun. Gradio's own structures: pinned version; if they change, nobody is limited."""
+    try:
+        queue = demo._queue
+        waiting = queue.event_queue_per_concurrency_id.get("generate")
+        events = list(waiting.queue if waiting is not None else [])
+        events += [event for job in queue.active_jobs if job for event in job]
+        return sum(1 for event in events if event.concurrency_id == "generate" and client_key(
+            event.request.headers, event.request.client.host if event.request.client else "") == key)
+    except AttributeError:
+        log.warning("Gradio's queue has changed: the per-client limit is off")
+        return 0
+
+
+class QueueDoor:
+    """ASGI middleware on Gradio's app: a request to make a video is refused at the queue's door, with HTTP 429 and
+    a sentence, when its client already has CLIENT_LIMIT unfinished (``unfinished_videos``, plus joins still
+    being let in). Gradio's queue has no per-client limit, and a function runs only once its request leaves the
+    queue: too late to stop one script from filling every place."""
+
+    def __init__(self, app, demo: gr.Blocks, limit: int = CLIENT_LIMIT, count=unfinished_videos):
+        self.app, self.demo, self.limit, self.count = app, demo, limit, count
+        self.fn_indices = video_events(demo)
+        self.joining: dict[str, int] = {}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/queue/join"):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            fn_index = json.loads(body).get("fn_index")
+        except (ValueError, AttributeError):
+            fn_index = None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        key = client_key(headers, (scope.get("client") or ("",))[0])
+        counted = fn_index in self.fn_indices
+        if counted:
+            if self.count(self.demo, key) + self.joining.get(key, 0) >= self.limit:
+                from starlette.responses import JSONResponse
+
+                return await JSONResponse({"detail": TOO_MANY}, status_code=429)(scope, receive, send)
+            self.joining[key] = self.joining.get(key, 0) + 1
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        try:
+            await self.app(scope, replay, send)  # the join's answer comes once the request is in the queue
+        finally:
+            if counted:
+                self.joining[key] -= 1
+
+
+def video_events(demo: gr.Blocks) -> set[int]:
+    """The fn indices of the events that make a video (the button, the example click, the API)."""
+    return {i for i, fn in demo.fns.items() if fn.fn is not None and "generate" in fn.fn.__name__}
+
+
 def _release_memory() -> None:
     """Hand freed heap back to the system after a request: glibc keeps it in per-thread arenas otherwise, and a
     few bursts of requests left the server at 2-3x its idle memory (bench/load.py). A no-op off glibc."""
@@ -377,8 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = build_demo(app)
     demo.queue(default_concurrency_limit=1, max_size=20)
+    from starlette.middleware import Middleware
+
+    door = Middleware(QueueDoor, demo=demo)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE,
-                theme=gr.themes.Soft(), css=CSS)
+                theme=gr.themes.Soft(), css=CSS, app_kwargs={"middleware": [door]})
 
 
 if __name__ == "__main__":

@@ -242,3 +242,50 @@ def test_the_demo_builds_and_warns_about_missing_checkpoints(tiny_checkpoints, t
         assert public == ["generate"]
     finally:
         shutil.rmtree(app.work_dir, ignore_errors=True)
+
+
+def test_the_queue_door_counts_a_clients_unfinished_videos(tiny_checkpoints):
+    """QueueDoor (the ASGI middleware on Gradio's app): a join of a video event is refused with HTTP 429 and the
+    sentence when its client (X-Forwarded-For, else the connection) already has two unfinished; other events and
+    other clients pass; the count is read off the queue, so a finished or failed request frees its place."""
+    import asyncio
+    import json as jsonlib
+
+    app = app_module.TalkFaceApp(tiny_checkpoints)
+    demo = app_module.build_demo(app)
+    video_fn = min(app_module.video_events(demo))
+    other_fn = next(i for i in demo.fns if i not in app_module.video_events(demo))
+    unfinished = {"203.0.113.7": 2}
+    passed = []
+
+    async def inner(scope, receive, send):
+        passed.append(jsonlib.loads((await receive())["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    door = app_module.QueueDoor(inner, demo, count=lambda _, key: unfinished.get(key, 0))
+
+    def join(fn_index: int, forwarded: str = "203.0.113.7") -> tuple[int, bytes]:
+        sent = []
+        body = jsonlib.dumps({"fn_index": fn_index, "data": []}).encode()
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "client": ("10.0.0.1", 5),
+                 "headers": [(b"x-forwarded-for", forwarded.encode())]}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(door(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    try:
+        status, body = join(video_fn)
+        assert status == 429 and "You already have 2 videos waiting or being made" in jsonlib.loads(body)["detail"]
+        assert join(other_fn)[0] == 200 and join(video_fn, forwarded="198.51.100.2")[0] == 200
+        unfinished["203.0.113.7"] = 1  # one of them finished
+        assert join(video_fn)[0] == 200 and len(passed) == 3
+        assert app_module.unfinished_videos(demo, "203.0.113.7") == 0  # the real count: an idle queue
+    finally:
+        shutil.rmtree(app.work_dir, ignore_errors=True)

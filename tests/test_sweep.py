@@ -164,3 +164,26 @@ def test_bad_inputs_through_the_running_app(server, files):
     assert "Traceback" not in text or "generation failed" not in text  # no unexpected failure was logged
     for name, message in messages.items():
         assert "Traceback" not in message and message.strip() != "Error", name
+
+
+def test_one_client_cannot_fill_the_queue(server, files):
+    """Two unfinished videos per client at most: a third request while two wait or run is refused at the queue's
+    door with a sentence; once they are done the client may ask again."""
+    from gradio_client import Client, handle_file
+
+    url, *_ = server
+    client = Client(url, verbose=False)
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    sf.write(files / "four.wav", wave[: int(3.9 * rate)], rate)
+    args = (handle_file(str(files / "face.jpg")), handle_file(str(files / "four.wav")), False, False, True, 1.0,
+            "Whole photo", False)
+    jobs = [client.submit(*args, api_name="/generate") for _ in range(3)]
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.append(job.result()[0])
+        except Exception as exc:
+            outcomes.append(f"refused: {exc}")
+    assert sum(o.startswith("Done") for o in outcomes) == 2, outcomes
+    assert any("429 Too Many Requests" in o for o in outcomes), outcomes  # the sentence: test_app's QueueDoor test
+    assert client.predict(*args, api_name="/generate")[0].startswith("Done")
