@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from talkface.audio import MAX_SECONDS
+from talkface.backends import BACKENDS
 from talkface.composite import MAX_SIDE
 from talkface.errors import TalkFaceError
 from talkface.pipeline import ABLATIONS, DEFAULT_A2L, MAX_ARTICULATION, TalkingFacePipeline
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir", default=None,
                         help="checkpoint folder (default: the bundled ones)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="where L2F runs on a CPU: torch, onnx (ONNX Runtime) or auto, the faster here "
+                             "(default: TALKFACE_BACKEND, else auto)")
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                         help=f"longest speech accepted (default {MAX_SECONDS:g})")
     parser.add_argument("--batch-size", type=_positive_int, default=4, help="frames generated at once (default 4)")
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(round(100 * fraction) - bar.n)
 
     try:
-        pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir)
+        pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir,
+                                                   backend=args.backend)
         result = pipe.run(args.photo, args.audio, compare=args.compare, panels=args.panels, out=args.out,
                           articulation=args.articulation, full_frame=not args.crop, max_side=args.max_side,
                           still=args.still,

@@ -27,6 +27,7 @@ from torch import nn
 
 from talkface import drawing
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
+from talkface.backends import BACKENDS, choose, onnx_generator
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
@@ -178,15 +179,19 @@ class TalkingFacePipeline:
 
     @classmethod
     def from_pretrained(cls, a2l: str = DEFAULT_A2L, device: str | torch.device | None = None,
-                        checkpoint_dir: str | os.PathLike | None = None) -> TalkingFacePipeline:
+                        checkpoint_dir: str | os.PathLike | None = None, backend: str | None = None
+                        ) -> TalkingFacePipeline:
         """Load the A2L checkpoint `a2l_<a2l>`, `l2f` and `word_detector` from `checkpoint_dir` (default: the
-        bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file."""
+        bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file.
+        `backend` (default ``TALKFACE_BACKEND``, else "auto"): where L2F's generator runs on a CPU: "torch",
+        "onnx" (ONNX Runtime) or "auto", whichever is faster on this machine (``talkface.backends``)."""
         if a2l not in ABLATIONS:
             raise CheckpointError(f"There is no A2L model '{a2l}'; choose one of {', '.join(ABLATIONS)}.")
         root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         predictor = _load_a2l(root / f"a2l_{a2l}", device)
         renderer = L2FRenderer.from_checkpoint(root / "l2f", device=device)
+        _choose_backend(renderer, root / "l2f.safetensors", backend or os.environ.get("TALKFACE_BACKEND", "auto"))
         detector, wd_config = load_checkpoint(root / "word_detector", device=device)
         vocabulary = wd_config.get("vocabulary") or lrw_vocabulary()
         if len(vocabulary) != detector.fc2.out_features:
@@ -444,6 +449,22 @@ class TalkingFacePipeline:
 
 
 # helpers
+
+
+def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> None:
+    """Put L2F's generator on the backend asked for (``talkface.backends``); PyTorch where nothing else applies."""
+    if backend not in BACKENDS:
+        raise TalkFaceError(f"The backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
+    if backend == "torch" or renderer.device.type != "cpu":
+        return
+    onnx = onnx_generator(renderer, checkpoint)
+    if onnx is None:
+        if backend == "onnx":
+            raise TalkFaceError("The ONNX Runtime backend is not available here (is onnxruntime installed?); "
+                                "use the torch or auto backend.")
+        return
+    if backend == "onnx" or choose(renderer, checkpoint, onnx)[0] == "onnx":
+        renderer.use_onnx(onnx)
 
 
 def _load_a2l(stem: Path, device: torch.device) -> nn.Module:

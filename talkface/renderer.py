@@ -39,6 +39,13 @@ class L2FRenderer:
         self.image_size = image_size
         self.heatmap_scale = heatmap_scale
         self.heatmap_sigma = heatmap_sigma
+        self.backend = "torch"  # or "onnx": talkface.backends, chosen by the pipeline
+        self._onnx = None
+
+    def use_onnx(self, onnx) -> None:
+        """Run the generator through ONNX Runtime (a ``backends.OnnxGenerator``), or PyTorch again with None."""
+        self._onnx = onnx
+        self.backend = "torch" if onnx is None else "onnx"
 
     @classmethod
     def from_checkpoint(cls, stem: str | os.PathLike, device: str | torch.device | None = None) -> L2FRenderer:
@@ -89,6 +96,8 @@ class L2FRenderer:
                  ) -> torch.Tensor:
         """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1]."""
         args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
+        if self._onnx is not None:
+            return self._onnx(*args, **kwargs)
         return self.generator(*args, **kwargs)
 
     @torch.inference_mode()

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny but real checkpoints, so the app and the pipeline run their bundled code path."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,11 @@ from talkface.models.a2l import LandmarkPredictor
 from talkface.models.l2f import GENERATOR_SIZES, Generator
 from talkface.models.word_detector import WordDetector
 from talkface.pipeline import ABLATIONS
+
+# L2F on PyTorch unless a test asks for another backend (tests replace the generator to watch what it is given),
+# and the backends' cache (exported models, the timing choice) in a folder of this run, not the user's
+os.environ.setdefault("TALKFACE_BACKEND", "torch")
+os.environ.setdefault("TALKFACE_CACHE", tempfile.mkdtemp(prefix="talkface-test-cache-"))
 
 TINY_A2L = dict(audio_channels=(4, 4, 4), audio_dim=8, landmark_dim=8, hidden=8, num_layers=1)
 TINY_WORDS = dict(hidden=8, num_layers=1, fc_dim=8)

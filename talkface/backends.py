@@ -1,0 +1,202 @@
+"""Where L2F's generator runs: PyTorch, or ONNX Runtime where it is measured faster. Chosen at run time.
+
+L2F is ~90% of the time of a video on a CPU. The same generator exported to ONNX (opset 20: its landmark flow
+uses affine_grid) gives the same frames (> 100 dB PSNR) and ran 1.3-1.6x PyTorch's speed on the 2-core AMD EPYC
+this project is built on. No single answer holds for every CPU (PyTorch's oneDNN and ONNX Runtime's MLAS pick
+their kernels by the CPU's instructions), so ``choose`` times both on this machine, once, and remembers the answer
+per CPU, checkpoint and library versions. PyTorch is the path that always works: on CUDA, without onnxruntime,
+or when the export fails or does not match.
+
+The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
+is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnx")
+MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
+_INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TALKFACE_CACHE") or Path.home() / ".cache" / "talkface")
+
+
+def cpu_model() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else "unknown CPU"
+
+
+def cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    return set(found.group(1).split()) if found else set()
+
+
+def cpu_class(flags: set[str] | None = None) -> str:
+    """The instruction set class that decides which kernels run: "avx512-bf16", "avx512", "avx2" or "other".
+    PyTorch can be held to AVX2 on a bigger CPU (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2): then "avx2"."""
+    flags = cpu_flags() if flags is None else flags
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2" and "avx2" in flags:
+        return "avx2"
+    if "avx512f" in flags:
+        return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+class OnnxGenerator:
+    """The exported generator behind the PyTorch generator's call: same inputs, frames as a torch tensor."""
+
+    def __init__(self, path: Path, like: nn.Module, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.use_identity_heatmaps = like.use_identity_heatmaps
+        self.landmark_flow = getattr(like, "landmark_flow", False)
+
+    def __call__(self, photo: torch.Tensor, heatmaps: torch.Tensor, identity_heatmaps: torch.Tensor | None = None,
+                 landmarks: torch.Tensor | None = None, identity_landmarks: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        given = dict(zip(_INPUTS, (photo, heatmaps, identity_heatmaps, landmarks, identity_landmarks), strict=True))
+        feed = {name: np.ascontiguousarray(given[name].detach().cpu().numpy(), np.float32) for name in self.names}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+class _Traced(nn.Module):
+    """The generator with every input positional, as the exporter needs."""
+
+    def __init__(self, generator: nn.Module, names: list[str]):
+        super().__init__()
+        self.generator, self.names = generator, names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(self.names, inputs, strict=True))
+        kwargs = {k: given[k] for k in ("landmarks", "identity_landmarks") if k in given}
+        return self.generator(given["photo"], given["heatmaps"], given.get("identity_heatmaps"), **kwargs)
+
+
+def example_inputs(renderer: Any, batch: int = 4, seed: int = 0) -> tuple[tuple, dict]:
+    """Generator inputs of the right shapes for timing and checking (a random photo and face-like landmarks)."""
+    g = torch.Generator().manual_seed(seed)
+    size = renderer.image_size
+    photo = torch.rand(3, 256, 256, generator=g) * 2 - 1
+    centre = torch.tensor([128.0, 140.0])
+    points = centre + (torch.rand(68, 2, generator=g) - 0.5) * torch.tensor([120.0, 140.0])
+    prepared = renderer.prepare(photo if size == 256 else torch.nn.functional.interpolate(
+        photo[None], size=(size, size), mode="area")[0], points)
+    moved = points[None].repeat(batch, 1, 1) + torch.randn(batch, 68, 2, generator=g)
+    return renderer.generator_inputs(prepared, renderer.heatmaps(moved), moved, memory_format=torch.contiguous_format)
+
+
+def _key(renderer: Any, checkpoint: Path) -> str:
+    import onnxruntime
+
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
+    return f"l2f-{digest}-{renderer.image_size}-torch{torch.__version__}-ort{onnxruntime.__version__}"
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean()) / 4  # frames in [-1, 1]
+    return 10 * float(np.log10(1 / max(mse, 1e-20)))
+
+
+def onnx_generator(renderer: Any, checkpoint: Path, threads: int | None = None) -> OnnxGenerator | None:
+    """The renderer's generator in ONNX Runtime, exported once into the cache and checked against PyTorch
+    (>= MIN_PSNR on example inputs); None if onnxruntime is missing, the export fails or does not match."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    threads = threads or torch.get_num_threads()
+    path = cache_dir() / f"{_key(renderer, checkpoint)}.onnx"
+    args, kwargs = example_inputs(renderer)
+    names = [n for n, x in zip(_INPUTS, (*args, kwargs.get("landmarks"), kwargs.get("identity_landmarks")),
+                               strict=True) if x is not None]
+    inputs = tuple(x for x in (*args, kwargs.get("landmarks"), kwargs.get("identity_landmarks")) if x is not None)
+    generator = renderer.generator
+    exported = path.exists()
+    try:
+        if not exported:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            traced = _Traced(generator.to(memory_format=torch.contiguous_format), names).eval()
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shape checks it folds into constants
+                torch.onnx.export(traced, inputs, str(tmp), input_names=names, output_names=["frames"],
+                                  opset_version=20, dynamic_axes={n: {0: "batch"} for n in [*names, "frames"]},
+                                  dynamo=False)
+            generator.to(memory_format=torch.channels_last)
+            os.replace(tmp, path)
+        onnx = OnnxGenerator(path, generator, threads)
+        if exported:  # checked when it was exported (a file that no longer matches would fail to load)
+            return onnx
+        with torch.inference_mode():
+            reference = generator(*args, **kwargs)
+        psnr = _psnr(onnx(*args, **kwargs), reference)
+    except Exception as exc:  # any failure of the optional path leaves the one that always works
+        log.warning("ONNX Runtime path not used: %s", exc)
+        generator.to(memory_format=torch.channels_last)
+        return None
+    if psnr < MIN_PSNR:
+        log.warning("ONNX Runtime path not used: its frames differ from PyTorch's (%.1f dB)", psnr)
+        path.unlink(missing_ok=True)
+        return None
+    return onnx
+
+
+def _seconds(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator) -> tuple[str, dict[str, float]]:
+    """"torch" or "onnx", whichever ran the generator faster here on a batch of 4 (frames/s of each), measured
+    once per CPU, checkpoint and library versions and remembered in the cache."""
+    record = cache_dir() / "backends.json"
+    key = f"{_key(renderer, checkpoint)}|{cpu_model()}|{cpu_class()}|threads{torch.get_num_threads()}"
+    known = {}
+    if record.exists():
+        try:
+            known = json.loads(record.read_text())
+        except ValueError:
+            known = {}
+    if key in known:
+        return known[key]["backend"], known[key]["fps"]
+    args, kwargs = example_inputs(renderer)
+    # the PyTorch path as the pipeline runs it: channels_last images
+    fast = [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+    with torch.inference_mode():
+        fps = {"torch": 4 / _seconds(lambda: renderer.generator(*fast, **kwargs)),
+               "onnx": 4 / _seconds(lambda: onnx(*args, **kwargs))}
+    best = max(fps, key=fps.get)
+    known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, record)
+    return best, known[key]["fps"]
