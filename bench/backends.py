@@ -1,0 +1,108 @@
+"""L2F's backends before/after in one run: PyTorch vs ONNX Runtime, frames/s, end to end, and the frames' agreement.
+
+    python bench/backends.py                      # this CPU as it is
+    python bench/backends.py --real ../shared/real_av/grid   # also PSNR on real clips' first frames
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/backends.py   # PyTorch held to AVX2
+
+The CPU's class and flags head the table. With PyTorch held to AVX2 on an AVX-512 machine, only PyTorch's
+figures stand in for a plain CPU: ONNX Runtime has no such switch and still uses AVX-512 there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from bench.harness import PHOTO, SPEECH, Row, machine_line, report
+
+SECTION = "backends"
+
+
+def frames_per_second(pipe, prepared, batch: int, repeats: int = 5) -> float:
+    renderer = pipe.renderer
+    points = torch.from_numpy(pipe.align(PHOTO).landmarks)[None].repeat(batch, 1, 1).float()
+    points[:, 48:68, 1] += torch.linspace(0, 6, batch)[:, None]
+    heat = renderer.heatmaps(points)
+    with torch.inference_mode():
+        renderer.generate(prepared, heat, points)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            renderer.generate(prepared, heat, points)
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(np.float64) - b) ** 2).mean()
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def run(real: Path | None = None) -> list[Row]:
+    from talkface.backends import cpu_class, cpu_flags
+    from talkface.pipeline import TalkingFacePipeline
+    from talkface.video import read_video
+
+    rows = [Row(SECTION, "CPU class (the flags that pick the kernels)",
+                f"{cpu_class()}; {' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx', 'fma'))))}")]
+    work = Path(tempfile.mkdtemp(prefix="talkface-bench-"))
+    pipes = {name: TalkingFacePipeline.from_pretrained(backend=name) for name in ("torch", "onnx")}
+    aligned = pipes["torch"].align(PHOTO)
+    photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+    for name, pipe in pipes.items():
+        prepared = pipe.renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
+        fps = {b: frames_per_second(pipe, prepared, b) for b in (1, 4, 8)}
+        rows.append(Row(SECTION, f"L2F generator, {name}, frames/s by batch",
+                        ", ".join(f"b{b}: {v:.1f}" for b, v in fps.items()), ">= 2x Wav2Lip at 96²"))
+    results = {}
+    for name, pipe in pipes.items():
+        pipe.run(PHOTO, SPEECH, out=work / "warm.mp4", full_frame=False, still=True)
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            result = pipe.run(PHOTO, SPEECH, out=work / f"{name}.mp4", full_frame=False, still=True)
+            best = min(best, time.perf_counter() - start)
+        results[name] = result
+        rows.append(Row(SECTION, f"end to end, face crop, {name}", f"{best:.2f} s for {result.duration:.2f} s: "
+                                 f"RTF {best / result.duration:.2f}", "RTF <= 1 (AVX2), <= 0.5 (AVX-512)"))
+        whole = pipe.run(PHOTO, SPEECH, out=work / f"{name}_whole.mp4")
+        rows.append(Row(SECTION, f"end to end, whole photo + living head, {name}",
+                        f"RTF {sum(whole.seconds.values()) / whole.duration:.2f}"))
+    a, _ = read_video(results["torch"].video_path)
+    b, _ = read_video(results["onnx"].video_path)
+    rows.append(Row(SECTION, "onnx vs torch frames, bundled example (after H.264)", f"{psnr(a, b):.1f} dB", ">= 40 dB"))
+    raw = [psnr(p.frame, q.frame) for p, q in zip(results["torch"].preview, results["onnx"].preview, strict=True)]
+    rows.append(Row(SECTION, "onnx vs torch frames, bundled example (raw, worst preview frame)", f"{min(raw):.1f} dB",
+                    ">= 40 dB"))
+    if real is not None:
+        for clip in sorted(Path(real).glob("*.mpg")) + sorted(Path(real).glob("*.mp4")):
+            frames, _ = read_video(clip)
+            out = {name: pipe.run(frames[0], str(clip), out=work / f"{clip.stem}_{name}.mp4", full_frame=False,
+                                  still=True, preview_frames=20) for name, pipe in pipes.items()}
+            worst = min(psnr(p.frame, q.frame) for p, q in zip(out["torch"].preview, out["onnx"].preview, strict=True))
+            rows.append(Row(SECTION, f"onnx vs torch frames, {clip.name} (raw, worst of 20)", f"{worst:.1f} dB",
+                            ">= 40 dB"))
+    for row in rows:
+        print(f"  {row.figure}: {row.value}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", type=Path, help="a folder of real clips (GRID .mpg, .mp4) for the PSNR rows")
+    args = parser.parse_args(argv)
+    header = machine_line()
+    print(header, flush=True)
+    report("Backends", run(args.real), header=header)
+
+
+if __name__ == "__main__":
+    main()
