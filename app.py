@@ -11,9 +11,11 @@ each request's files in one temporary folder, and lays the results out.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
@@ -21,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -70,6 +72,9 @@ TR_INFO = ("Trained to change with the sound frame by frame, for tighter timing 
            "(paper: temporal residual loss). Both off: Baseline, the closest to real mouths.")
 WHOLE_PHOTO, FACE_CROP = "Whole photo", "Face crop (256×256)"
 WORD_CONFIDENCE = 0.15  # below this the detector's best word is shown as a guess it is not sure of
+# Gradio's streaming video output needs the system's ffmpeg and ffprobe (it re-encodes each segment): where they
+# are, the page plays each second of the video as soon as it is made; elsewhere it shows the video when done
+STREAMING = bool(shutil.which("ffmpeg") and shutil.which("ffprobe")) and os.environ.get("TALKFACE_STREAM") != "0"
 
 
 def photo_input(**kwargs) -> gr.Image:
@@ -121,7 +126,8 @@ class TalkFaceApp:
 
     def generate(self, photo: str | None, audio: str | None, wd: bool, tr: bool, compare: bool,
                  articulation: float = 1.0, output: str = WHOLE_PHOTO, still: bool = False,
-                 progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 (how Gradio injects it)
+                 progress: gr.Progress = gr.Progress(),  # noqa: B008 (how Gradio injects it)
+                 on_chunk: Callable[[Path], None] | None = None) -> Iterator[tuple]:
         """Photo + speech -> (status, aligned face, video, panel video, comparison video, preview frames, slider,
         first preview frame, mouth plot, words, details). Yields the aligned face first, as soon as it is found
         (before the models are loaded). Raises gr.Error with a plain sentence (the API's behaviour; the page
@@ -150,7 +156,7 @@ class TalkFaceApp:
             result = pipe.run(aligned, speech, a2l=name, compare=compare, panels=True,
                               articulation=float(articulation), full_frame=output != FACE_CROP, still=bool(still),
                               out=out / _video_name(photo, name), max_seconds=None,
-                              progress=lambda f, message: progress(f, desc=message))
+                              progress=lambda f, message: progress(f, desc=message), on_chunk=on_chunk)
             result.seconds.update(seconds)  # the stages that ran here, before the pipeline
             previews = []
             for frame in result.preview:
@@ -188,14 +194,54 @@ class TalkFaceApp:
     def generate_in_page(self, photo: str | None, audio: str | None, wd: bool, tr: bool, compare: bool,
                          articulation: float = 1.0, output: str = WHOLE_PHOTO, still: bool = False,
                          progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
-        """``generate`` for the page's button: a bad input keeps the last result on the page and says why in
-        the status line (until the next action) and in a notice, instead of replacing every output by an
-        error badge."""
+        """``generate`` for the page's button, with one more output first, the live video: with STREAMING, each
+        second of the video plays there as soon as it is made, and the finished mp4 replaces it. A bad input
+        keeps the last result on the page and says why in the status line (until the next action) and in a
+        notice, instead of replacing every output by an error badge."""
+        skip = [gr.skip()] * len(OUTPUT_NAMES)
         try:
-            yield from self.generate(photo, audio, wd, tr, compare, articulation, output, still, progress=progress)
+            if not STREAMING:
+                for update in self.generate(photo, audio, wd, tr, compare, articulation, output, still, progress):
+                    yield (gr.skip(), *update)
+                return
+            events: queue.Queue = queue.Queue()
+
+            def work() -> None:
+                try:
+                    for update in self.generate(photo, audio, wd, tr, compare, articulation, output, still,
+                                                progress, on_chunk=lambda path: events.put(("chunk", path))):
+                        events.put(("update", update))
+                    events.put(("done", None))
+                except BaseException as exc:  # handed to the request's own thread, raised there
+                    events.put(("error", exc))
+
+            # the worker carries the request's context, so that its progress reports reach the page
+            threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True).start()
+            streaming = False
+            while True:
+                kind, value = events.get()
+                if kind == "chunk":
+                    if not streaming:  # the live video takes the finished one's place while it plays
+                        streaming = True
+                        yield (gr.update(value=str(value), visible=True), *skip[:2], gr.update(visible=False),
+                               *skip[3:])
+                    else:
+                        yield (str(value), *skip)
+                elif kind == "update":
+                    final = value[2] is not None and not isinstance(value[2], dict)
+                    if final and streaming:  # the finished mp4 (the speech as recorded) back in its place
+                        status, aligned, video, *rest = value
+                        yield (gr.update(visible=False), status, aligned, gr.update(value=video, visible=True),
+                               *rest)
+                    else:
+                        yield (gr.skip(), *value)
+                elif kind == "error":
+                    raise value
+                else:
+                    return
         except gr.Error as exc:
             gr.Warning(exc.message, title="Could not make the video")
-            yield (f"⚠ **Could not make the video.** {exc.message}", *[gr.skip()] * (len(OUTPUT_NAMES) - 1))
+            yield (gr.skip(), f"⚠ **Could not make the video.** {exc.message}", *skip[1:])
 
     @staticmethod
     def check_photo(photo: str | None) -> str:
@@ -398,6 +444,9 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
                 status = gr.Markdown("", elem_id="talkface-status")  # under the button, where the user just looked
             with gr.Column(scale=5):
                 with gr.Row():
+                    live = gr.Video(label="Talking face, live while it is made", height=480, streaming=True,
+                                    autoplay=True, interactive=False, visible=False, elem_id="talkface-live",
+                                    scale=3)
                     video = gr.Video(label="Talking face, with the speech as recorded", height=480,
                                      interactive=False, autoplay=False, elem_id="talkface-video", scale=3)
                     with gr.Column(scale=1, min_width=160):
@@ -420,7 +469,8 @@ def build_demo(app: TalkFaceApp) -> gr.Blocks:
         inputs = [photo, audio, wd, tr, compare, articulation, output, still]
         # One progress display (on the video), the aligned face shown as soon as it is found; on the page a bad
         # input keeps the last result. The API endpoint raises instead (a client gets the sentence as an error).
-        run_in_page = dict(fn=gpu(app.generate_in_page), inputs=inputs, outputs=outputs, api_visibility="private",
+        run_in_page = dict(fn=gpu(app.generate_in_page), inputs=inputs, outputs=[live, *outputs],
+                           api_visibility="private",
                            concurrency_id="generate", show_progress_on=[video])
         # trigger_mode "once": a page cannot queue a second video while its first is waiting or being made
         button.click(**run_in_page, trigger_mode="once")

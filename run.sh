@@ -27,9 +27,9 @@ case "$what" in
     ;;
   test)
     # Debian packages the tests use: a real group photo (visp-images-data), the TTS voices and real speech the
-    # corpus tests synthesise from, and Chromium for the browser test.
+    # corpus tests synthesise from, Chromium for the browser test, and ffmpeg/ffprobe for the app's live video.
     debs="visp-images-data chromium flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-          asterisk-core-sounds-en-wav asterisk-core-sounds-en-g722 asterisk-core-sounds-en"
+          asterisk-core-sounds-en-wav asterisk-core-sounds-en-g722 asterisk-core-sounds-en ffmpeg"
     missing=$(for p in $debs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
       if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -283,6 +283,8 @@ class TalkingFacePipeline:
         batch_size: int = 4,
         preview_frames: int = 48,
         progress: Progress | None = None,
+        on_chunk: Callable[[Path], None] | None = None,
+        chunk_seconds: float = 0.5,
     ) -> TalkingFaceResult:
         """Photo + speech -> a video of that face saying it (written to `out`, default a new temp dir).
 
@@ -295,6 +297,10 @@ class TalkingFacePipeline:
         as recorded and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
         anything the person can fix. `batch_size` frames go through L2F at once: 4 is the fastest on a 2-core
         CPU (`python bench/run_all.py`: end-to-end RTF 0.55 at 4, 0.88 at 16) and memory stays flat.
+        `on_chunk`: called with each piece of the main video as soon as it is encoded (an MPEG-TS segment with the
+        16 kHz speech, next to `out`): the app streams them while the rest is made. The first is `chunk_seconds`
+        long, so that something plays early; each next one twice as long, up to 2 s, as every segment costs the
+        streaming its own re-encode.
         """
         report = progress or (lambda fraction, message: None)
         name = a2l or self.default_a2l
@@ -344,8 +350,9 @@ class TalkingFacePipeline:
             with _timed(seconds, "paste"):
                 paste = PasteBack(aligned, max_side, region="lower" if still else "face",
                                   rest=self._rest_frame(aligned), extent=tracks[name])
+        chunks = None if on_chunk is None else (on_chunk, max(1, round(chunk_seconds * FPS)))
         preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
-                                 batch_size, preview_frames, seconds, report, eyes_open)
+                                 batch_size, preview_frames, seconds, report, eyes_open, chunks)
         report(1.0, "Done")
         return TalkingFaceResult(
             landmarks=tracks[name],
@@ -383,7 +390,8 @@ class TalkingFacePipeline:
     def _generate(self, aligned: AlignedFace, speech: Speech, tracks: dict[str, np.ndarray], name: str,
                   video: Path, panel_video: Path | None, compare_video: Path | None, paste: PasteBack | None,
                   batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress,
-                  eyes_open: dict[str, np.ndarray] | None = None) -> list[PreviewFrame]:
+                  eyes_open: dict[str, np.ndarray] | None = None,
+                  chunks: tuple[Callable[[Path], None], int] | None = None) -> list[PreviewFrame]:
         """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time; returns
         the sampled preview. With `eyes_open` (the tracks without their blinks) L2F draws those, and each
         frame's eyes are then closed as `tracks` ask (``render.blink_frame``)."""
@@ -402,6 +410,17 @@ class TalkingFacePipeline:
                 return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech, preset=preset))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
+            segment, segment_start, segment_frames, segments = None, 0, 0, 0
+
+            def close_segment() -> None:
+                """Finish the current segment and hand it over (streamed while the rest is made)."""
+                nonlocal segment
+                if segment is not None:
+                    segment.close()
+                    chunks[0](segment.path)
+                    segment = None
+
+            stack.callback(lambda: segment is not None and segment.close(ok=False))  # a failed run: no segment
             panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
             grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
             for start in range(0, num_frames, batch_size):
@@ -428,6 +447,19 @@ class TalkingFacePipeline:
                             picture = paste(frames[name][i], tracks[name][start + i])
                     with _timed(seconds, "video"):
                         main.write(picture)
+                        if chunks is not None:
+                            t = start + i
+                            if segment is None:
+                                segment_start, segment_frames = t, min(chunks[1] << segments, 2 * FPS)
+                                samples = speech.waveform[t * SAMPLE_RATE // FPS :
+                                                          (t + segment_frames) * SAMPLE_RATE // FPS]
+                                segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
+                                                      (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
+                                                      preset="ultrafast")
+                                segments += 1
+                            segment.write(picture)
+                            if t + 1 - segment_start == segment_frames:
+                                close_segment()
                 with _timed(seconds, "video"):
                     for i in range(end - start):
                         t = start + i
@@ -442,6 +474,7 @@ class TalkingFacePipeline:
                     if grid is not None:
                         for i in range(end - start):
                             grid.write(drawing.grid([drawing.label(frames[k][i], ABLATIONS[k]) for k in ABLATIONS]))
+            close_segment()  # the last, shorter one
             report(0.99, "Finishing the video")
             with _timed(seconds, "video"):
                 stack.close()  # flush the encoders and move the finished files into place

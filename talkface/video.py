@@ -116,7 +116,7 @@ class VideoWriter:
         self.size = size  # (width, height)
         if size[0] % 2 or size[1] % 2:
             raise ValueError(f"H.264 (yuv420p) needs an even width and height, not {size[0]}x{size[1]}")
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
         self._wav: str | None = None
         track, rate, channels = None, sample_rate, 1
         if soundtrack is not None:
@@ -127,7 +127,9 @@ class VideoWriter:
                 track = self._wav = _temporary_wav(soundtrack.samples, rate, exact=True)
         elif audio is not None:
             track = self._wav = _temporary_wav(audio, sample_rate)
-        params = ["-crf", str(crf), "-preset", preset, "-movflags", "+faststart"]
+        params = ["-crf", str(crf), "-preset", preset]
+        if self.path.suffix == ".mp4":
+            params += ["-movflags", "+faststart"]  # playable while it downloads (.ts segments need nothing)
         if track is not None:
             # the user's speech at 192 kb/s; the corpus's 16 kHz clips at ffmpeg's default, as they always were
             params += ["-shortest"] + (["-b:a", AUDIO_BITRATE] if soundtrack is not None else [])

@@ -204,3 +204,27 @@ def test_gradio_client_calls_the_api(server, inputs):
     with pytest.raises(Exception, match="The audio is silent"):  # the API raises the plain sentence
         client.predict(handle_file(str(PHOTO)), handle_file(str(inputs["silence"])), False, False, False, 1.0,
                        "Face crop (256×256)", True, api_name="/generate")
+
+
+@pytest.mark.browser
+def test_the_video_plays_while_it_is_made(page, inputs):
+    """With the system's ffmpeg and ffprobe (Gradio's streaming output needs them), each second of the video is
+    streamed to the page as soon as it is made (HLS segments), then the finished mp4 takes the live video's place.
+    The time to the first moving frame is printed (benchmarks hold timings, not tests)."""
+    import shutil
+
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("no system ffmpeg/ffprobe: the app shows the video when done (bash run.sh test installs them)")
+    streamed = []
+    page.on("response", lambda r: streamed.append(r.url) if "/stream/" in r.url else None)
+    page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
+    page.locator("#talkface-audio input[type=file]").set_input_files(str(SPEECH))
+    page.locator("#talkface-speech-note").get_by_text("5.5 s of sound").wait_for()
+    start = time.monotonic()
+    page.locator("#talkface-generate").click()
+    duration = _video_duration(page, "talkface-video", timeout_ms=240_000)
+    done = time.monotonic() - start
+    assert duration == pytest.approx(sf.info(SPEECH).duration, abs=0.1)
+    assert any(url.endswith(".m3u8") for url in streamed) and any(".ts" in url or ".aac" in url for url in streamed)
+    assert not page.locator("#talkface-live").is_visible()  # the finished mp4 is in its place
+    print(f"streamed {len(streamed)} requests; finished video after {done:.1f} s")

@@ -433,3 +433,15 @@ def test_the_head_blinks_and_moves_unless_still(pipe, aligned, tmp_path):
     assert 0.3 < np.abs(centre).max() < 10
     again = pipe.run(aligned, long, out=tmp_path / "b.mp4", preview_frames=2, full_frame=False)
     np.testing.assert_array_equal(again.landmarks, alive.landmarks)  # the same request, the same video
+
+
+def test_the_video_comes_in_pieces_while_it_is_made(pipe, aligned, tmp_path):
+    """on_chunk gets the main video in MPEG-TS pieces as they are encoded: 0.5 s first (something plays early),
+    then doubling to 2 s; together they are every frame, each with its speech."""
+    pieces = []
+    result = pipe.run(aligned, SPEECH, out=tmp_path / "v.mp4", preview_frames=2, on_chunk=pieces.append,
+                      chunk_seconds=0.5)
+    frames = [probe(p)["frames"] for p in pieces]
+    assert frames[:4] == [12, 24, 48, 50] and sum(frames) == result.num_frames
+    assert all(p.suffix == ".ts" and probe(p)["has_audio"] for p in pieces)
+    assert probe(pieces[0])["size"] == result.video_size
