@@ -1,7 +1,14 @@
 """Shared fixtures: tiny but real checkpoints, so the app and the pipeline run their bundled code path."""
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,3 +57,34 @@ def make_tiny_checkpoints(root: Path) -> Path:
 def tiny_checkpoints(tmp_path_factory) -> Path:
     """A checkpoint folder laid out like assets/checkpoints, with tiny random-weight models."""
     return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@contextmanager
+def running_app(checkpoints: Path, log: Path, max_seconds: float, env: dict[str, str] | None = None
+                ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The real app.py in its own process, as `bash run.sh demo` starts it, on 127.0.0.1 and a free port:
+    (its URL, the process), stopped on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--checkpoints", str(checkpoints), "--host", "127.0.0.1", "--port", str(port),
+             "--max-seconds", f"{max_seconds:g}"],
+            cwd=Path(__file__).parent.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start:\n{log.read_text()}") from None
+                time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

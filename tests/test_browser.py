@@ -4,17 +4,13 @@ Needs Debian's `chromium` (bash run.sh test installs it) and PyPI `playwright` (
 browser downloads are not used). Screenshots go to /tmp/talkface_*.png.
 """
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import running_app
 
 REPO = Path(__file__).parent.parent
 PHOTO = REPO / "assets" / "examples" / "face.jpg"
@@ -26,38 +22,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 pytestmark = [pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
     """The real app.py in its own process, as `bash run.sh demo` starts it, on tiny checkpoints."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--checkpoints", str(tiny_checkpoints), "--host", "127.0.0.1",
-             "--port", str(port), "--max-seconds", "30"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start:\n{log.read_text()}") from None
-                time.sleep(0.5)
+    with running_app(tiny_checkpoints, tmp_path_factory.mktemp("server") / "app.log", 30) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

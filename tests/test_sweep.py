@@ -6,12 +6,6 @@ keep serving, its memory must come back near where it was, and a failed request 
 temporary folder.
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -20,6 +14,7 @@ import PIL.Image
 import pytest
 import skimage.data
 import soundfile as sf
+from conftest import running_app
 
 REPO = Path(__file__).parent.parent
 PHOTO = REPO / "assets" / "examples" / "face.jpg"
@@ -29,39 +24,14 @@ SOLVAY = Path("/usr/share/visp-images-data/ViSP-images/Solvay/Solvay_conference_
 pytestmark = [pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    """app.py with its own TMPDIR, so that its temporary folder can be inspected; (url, pid, tmpdir)."""
-    port = _free_port()
+    """app.py with its own TMPDIR, so that its temporary folder can be inspected; (url, pid, tmpdir, log)."""
     tmp = tmp_path_factory.mktemp("server_tmp")
     log = tmp_path_factory.mktemp("server_log") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp),
-           "GRADIO_TEMP_DIR": str(tmp / "gradio")}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--checkpoints", str(tiny_checkpoints), "--host", "127.0.0.1",
-             "--port", str(port), "--max-seconds", "4"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start:\n{log.read_text()}") from None
-                time.sleep(0.5)
+    with running_app(tiny_checkpoints, log, 4, {"TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}) \
+            as (url, process):
         yield url, process.pid, tmp, log
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _rss_mib(pid: int) -> float:
