@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import threading
@@ -22,6 +20,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from talkface.backends import cpu_model  # one reading of /proc/cpuinfo for bench and library
+
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "assets" / "examples" / "face.jpg"
 SPEECH = REPO / "assets" / "examples" / "speech.wav"
@@ -31,18 +31,6 @@ OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL
 
 
 # the machine
-
-
-def cpu_model() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else (platform.processor() or "unknown CPU")
-
-
-def cpu_flags() -> set[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
-    return set(found.group(1).split()) if found else set()
 
 
 def memory_total_gib() -> float:

@@ -44,7 +44,6 @@ from bench.harness import (
     Row,
     benchmark_checkpoints,
     checkpoint_note,
-    cpu_flags,
     default_device,
     fresh_python,
     machine_line,
@@ -54,6 +53,7 @@ from bench.harness import (
     write_speech,
 )
 from talkface.audio import FPS, SAMPLE_RATE, mfcc_windows
+from talkface.backends import cpu_flags
 from talkface.face import CROP_SIZE
 from talkface.heatmaps import _SEGMENTS, NUM_CHANNELS, PARTS, render_heatmaps
 from talkface.pipeline import TalkingFacePipeline

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import time
 import warnings
@@ -40,7 +41,7 @@ def cache_dir() -> Path:
 def cpu_model() -> str:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return found.group(1).strip() if found else "unknown CPU"
+    return found.group(1).strip() if found else (platform.processor() or "unknown CPU")
 
 
 def cpu_flags() -> set[str]:
