@@ -145,6 +145,21 @@ def phone_ratio(opening: np.ndarray, phones, symbols: frozenset[str], fps: float
     return mean_in(symbols) / vowel if vowel > 0 else float("nan")
 
 
+def pause_motion(opening: np.ndarray, phones, fps: float = 25.0, min_pause: float = 0.2, margin: float = 0.12
+                 ) -> float:
+    """How much the mouth moves in the speech's pauses: mean |frame-to-frame change| of the `opening` (inter-ocular
+    distances, ×100) over frames inside silences of at least `min_pause` s, `margin` s from the speech on either
+    side (lips part before a word and close after it). A speaker's lips rest there; NaN without such a pause."""
+    t = np.arange(len(opening)) / fps
+    picked = np.zeros(len(opening), bool)
+    for p in phones:
+        if p.symbol == "sil" and p.end - p.start >= min_pause:
+            picked |= (t >= p.start + (margin if p.start > 0 else 0.0)) & (t <= p.end - margin)
+    step = np.abs(np.diff(opening))
+    both = picked[1:] & picked[:-1] & np.isfinite(step)
+    return float(step[both].mean() * 100) if both.any() else float("nan")
+
+
 def lip_sync_scores(generated: np.ndarray, real: np.ndarray, phones=None, fps: float = 25.0, max_lag: int = 3
                     ) -> dict[str, float]:
     """How a generated mouth moves against the real one, both as dlib's (T, 68, 2) points (NaN rows where
@@ -155,7 +170,8 @@ def lip_sync_scores(generated: np.ndarray, real: np.ndarray, phones=None, fps: f
     - ``range_ratio``: the generated opening's p95-p5 spread over the real one's (1 = as wide a motion);
     - ``shape_distance``: mean distance of the 20 mouth points, each mouth centred, ×100;
     - ``bilabial`` / ``bilabial_real``: opening on /p b m/ over opening on vowels (`phone_ratio`), when the
-      speech's `phones` (ARPABET with start/end seconds) are given.
+      speech's `phones` (ARPABET with start/end seconds) are given;
+    - ``pause_motion`` / ``pause_motion_real``: how much the mouth moves in the pauses (`pause_motion`), with phones.
     """
     from talkface.face import lip_opening
 
@@ -176,4 +192,6 @@ def lip_sync_scores(generated: np.ndarray, real: np.ndarray, phones=None, fps: f
     if phones:
         scores["bilabial"] = phone_ratio(gen_open, phones, BILABIALS, fps)
         scores["bilabial_real"] = phone_ratio(real_open, phones, BILABIALS, fps)
+        scores["pause_motion"] = pause_motion(gen_open, phones, fps)
+        scores["pause_motion_real"] = pause_motion(real_open, phones, fps)
     return scores

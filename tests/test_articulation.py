@@ -1,6 +1,7 @@
 """Synthetic mouth motion: visemes, coarticulation, the deformed landmarks, head motion and blinks."""
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from talkface.data.articulation import (
     head_motion,
     inter_ocular,
     mouth_trajectory,
+    with_rest,
 )
 from talkface.data.speech import ARPABET
 from talkface.face import MEAN_SHAPE
@@ -100,6 +102,23 @@ def test_bilabial_closes_the_lips_between_open_vowels(face):
     for vowel in ph:
         if vowel.symbol in ("AA", "AE"):
             assert g[frame_at((vowel.start + vowel.end) / 2)] > 0.12, vowel
+
+
+def test_the_mouth_rests_in_the_pauses_around_an_utterance(face):
+    """An utterance whose first phone starts at 0 (eSpeak's): without rest around it, the first vowel's
+    dominance holds the mouth open through the pause before it; with_rest closes it there and after the end."""
+    ph = phones("AA:200 T:80 AA:200")
+    t0, n = -0.5, 40  # half a second of pause before the speech, ~0.3 s after it
+    held = gap(apply_mouth(face, mouth_trajectory(ph, n, t0=t0, style=ArticulationStyle())))
+    rest = with_rest(ph, t0 - 1.0, t0 + n / FPS + 1.0)
+    spoken = [p.symbol for p in rest if p.symbol != "sil"]
+    assert spoken == ["AA", "T", "AA"] and rest[0].start == t0 - 1.0 and rest[-1].end == t0 + n / FPS + 1.0
+    assert all(a.end == b.start for a, b in pairwise(rest))  # tiled, no gap
+    rested = gap(apply_mouth(face, mouth_trajectory(rest, n, t0=t0, style=ArticulationStyle())))
+    assert held[:5].mean() > 0.3  # the pause's first frames: open as the vowel without rest
+    assert rested[:5].max() < 0.01 and rested[-5:].max() < 0.01
+    assert rested[frame_at(0.6)] > 0.3  # the speech itself unchanged
+    assert with_rest([], 0.0, 1.0)[0].symbol == "sil"
 
 
 def test_aa_opens_wider_than_iy(face):

@@ -119,6 +119,20 @@ def test_lip_sync_scores_see_lag_range_and_closure():
     assert s["bilabial_real"] == pytest.approx(real_open[shut] / real_open[wide])
     assert s["bilabial"] == pytest.approx((0.1 + 0.5 * (late[shut] - 0.1)) / (0.1 + 0.5 * (late[wide] - 0.1)))
     assert s["shape_distance"] > 0
+    assert np.isnan(s["pause_motion"])  # no pause in these phones
     same = lip_sync_scores(real, real)
     assert same["corr"] == pytest.approx(1.0) and same["shape_distance"] == 0 and same["range_ratio"] == 1
     assert "bilabial" not in same  # no phones, no closure score
+
+
+def test_pause_motion_is_the_mouths_motion_in_the_pauses_only():
+    from talkface.data.speech import Phone
+    from talkface.metrics import pause_motion
+
+    opening = np.zeros(75)
+    opening[25:50] = 0.1 + 0.1 * np.sin(np.arange(25))  # speech from 1 s to 2 s moves the mouth
+    phones = [Phone("sil", 0.0, 1.0), Phone("AA", 1.0, 2.0), Phone("sil", 2.0, 3.0)]
+    assert pause_motion(opening, phones) == 0.0  # the lips rest in both pauses
+    opening[60:66] = [0.0, 0.05, 0.0, 0.05, 0.0, 0.05]  # and now they chatter after the last word
+    assert pause_motion(opening, phones) > 0.5
+    assert np.isnan(pause_motion(opening, [Phone("sil", 0.0, 0.1), Phone("AA", 0.1, 3.0)]))  # too short a pause

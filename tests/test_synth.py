@@ -174,3 +174,49 @@ def test_two_workers_make_the_same_corpus_and_a_dead_worker_stops_the_run_with_a
     monkeypatch.setattr(synth, "ProcessPoolExecutor", DiesAtOnce)
     with pytest.raises(TalkFaceError, match="A corpus worker died"):
         generate(tmp_path / "dead", PRESETS["tiny"], workers=2, progress=False, splits=("val",))
+
+
+def test_pause_clips_rest_the_mouth_in_silence_under_a_noise_floor(tmp_path):
+    """The "a2l_pauses" preset: each word alone, first or last in its phrase (still the clip's centre), the
+    mouth at rest in the pauses, and a noise floor under the whole clip, pauses included."""
+    from talkface.audio import load_audio
+    from talkface.face import lip_opening
+
+    preset = PRESETS["a2l_pauses"]
+    assert preset.first_take == PRESETS["a2l"].per_word["train"] + PRESETS["a2l_more"].per_word["train"]
+    config = dataclasses.replace(preset, words=2, per_word={"train": 3}, source_weights={"espeak": 1.0},
+                                 max_identities=2)
+    manifest = generate(tmp_path, config, workers=1, progress=False)
+    assert manifest["clips"] == 6 and manifest["clips_with_video"] == 0
+    rested = 0
+    for sidecar in tmp_path.glob("*/train/*.json"):
+        clip = json.loads(sidecar.read_text())
+        words = clip["text"].split()
+        assert clip["word"].lower() in (words[0], words[-1]) and len(words) <= 3
+        spoken = [p for p in clip["phones"] if p[0] != "sil"]
+        first, last = spoken[0][1], spoken[-1][2]
+        opening = lip_opening(np.array(clip["landmarks"]))
+        times = np.arange(CLIP_FRAMES) / 25
+        pause = (times < first - 0.12) | (times > last + 0.2)
+        if pause.sum() >= 3:
+            rested += 1
+            assert opening[pause].max() < 0.6 * opening.max(), clip["text"]
+        audio, rate = load_audio(sidecar.with_suffix(".mp4"))
+        quiet = audio[: max(int((first - 0.05) * rate), 0)]
+        if len(quiet) > 800:  # a pause before the word: the floor is there, not digital silence
+            assert 1e-4 < np.sqrt(np.mean(quiet**2)) < 0.2 * np.sqrt(np.mean(audio**2))
+    assert rested >= 3
+    assert json.loads((tmp_path / "corpus.json").read_text())["pauses"] == 1.0
+
+
+def test_a_corpus_made_before_a_setting_existed_reads_as_made_with_its_default(tmp_path):
+    from talkface.data.synth import _check_settings
+    from talkface.errors import TalkFaceError
+
+    config = PRESETS["a2l"]
+    stored = dataclasses.asdict(config)
+    del stored["pauses"], stored["noise_floor"]  # what an "a2l" corpus of 2026-12-02 recorded
+    (tmp_path / "corpus.json").write_text(json.dumps(stored))
+    _check_settings(tmp_path, config)  # the same corpus: goes on
+    with pytest.raises(TalkFaceError, match="pauses"):
+        _check_settings(tmp_path, dataclasses.replace(config, pauses=1.0))

@@ -52,6 +52,7 @@ COLUMNS = {  # what the tables show, in order: key -> header
     "range_ratio": "range ratio",
     "shape_distance": "mouth-shape dist.",
     "bilabial": "/p b m/ opening",
+    "pause_motion": "motion in pauses",
 }
 
 
@@ -190,10 +191,13 @@ def markdown(per_clip: dict[str, dict], names: list[str], command: str) -> str:
 
     real_bilabial = np.nanmean([c["ablations"][names[0]]["frames"].get("bilabial_real", np.nan)
                                 for c in per_clip.values()])
+    real_pause = np.nanmean([c["ablations"][names[0]]["frames"].get("pause_motion_real", np.nan)
+                             for c in per_clip.values()])
     lines = [f"Measured with `{command}`; GRID clips (Cooke et al. 2006, CC BY 4.0).", "",
              "**Generated video** (dlib on the generated frames vs the real ones; mean over clips)", "",
              *table("frames"), "",
-             f"The real mouths' own /p b m/ opening (over vowels): {real_bilabial:.2f}.", "",
+             f"The real mouths' own /p b m/ opening (over vowels): {real_bilabial:.2f}; their motion in pauses "
+             f"(mean frame-to-frame change of the opening, inter-ocular distances ×100): {real_pause:.2f}.", "",
              "**A2L landmarks** (before L2F; the predicted points vs dlib on the real frames)", "",
              *table("landmarks"), "", "**Per clip** (generated video: corr. / range ratio / shape / bilabial)", "",
              "| clip | " + " | ".join(ABLATIONS[n] for n in names) + " |", "|" + "---|" * (len(names) + 1)]

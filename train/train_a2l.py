@@ -37,6 +37,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -49,7 +50,7 @@ from talkface.checkpoints import (
     save_checkpoint,
     unwrap,
 )
-from talkface.face import MOUTH
+from talkface.face import MOUTH, lip_opening
 from talkface.losses import centre_frames, landmark_l2, temporal_residual_loss, velocity_loss, word_loss
 from talkface.metrics import lmd
 from talkface.models.a2l import LandmarkPredictor
@@ -135,6 +136,14 @@ def evaluate(
             "lmd_still": lmd(still[:, 1:], batch.pixels[:, 1:]) * n,
             "l_rec": landmark_l2(pred, batch.landmarks).item() * n,
         }
+        # does the mouth open and close with the truth? (what the real-video judge scores, per clip)
+        opening = [lip_opening(x.double().cpu().numpy()) for x in (pixels, batch.pixels)]
+        moving = opening[1].std(1) > 1e-3
+        if moving.any():
+            values["open_corr"] = float(sum(np.corrcoef(a, b)[0, 1]
+                                            for a, b in zip(opening[0][moving], opening[1][moving])))
+            sums["open_corr"] = sums.get("open_corr", 0.0) + values.pop("open_corr")
+            counts["open_corr"] = counts.get("open_corr", 0) + int(moving.sum())
         if detector is not None:
             values["word_accuracy"] = (detector(centre_frames(pred)).argmax(1) == batch.words).sum().item()
         if estimator is not None and n > 1:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -210,6 +211,27 @@ def _segments(phones: Sequence[PhoneLike], rng: np.random.Generator | None, styl
             t[2] *= style.lip_amplitude
             rows.append((0.5 * (a + b), 0.5 * (b - a), t, np.array(vis.dominance, dtype=np.float64)))
     return rows
+
+
+def with_rest(phones: Sequence[PhoneLike], start: float, end: float, piece: float = 0.4) -> list:
+    """`phones` with silence from `start` to the first phone and from the last one to `end`: the mouth at rest
+    in the pauses around an utterance, instead of the nearest phone's shape held by its dominance.
+
+    The rest comes in `piece`-second silences counted from the speech outwards: a segment dominates fully only
+    over its middle half, so one long silence would let the first vowel's anticipation open the mouth a third of
+    a second before the sound; with 0.4 s pieces the lips part ~0.1 s before it (and shorter pieces, each
+    dominating near the speech, would hold the first vowel half shut).
+    """
+    phones = list(phones)
+    first, last = (float(phones[0].start), float(phones[-1].end)) if phones else (end, end)
+
+    def tiles(a: float, b: float, outwards: int) -> list:
+        count = max(1, int(np.ceil((b - a) / piece - 1e-9)))
+        edges = sorted([b - k * piece for k in range(count)] + [a] if outwards < 0
+                       else [a + k * piece for k in range(count)] + [b])
+        return [_Silence(float(x), float(y)) for x, y in pairwise(edges) if y > x]
+
+    return (tiles(start, first, -1) if start < first else []) + phones + (tiles(last, end, 1) if last < end else [])
 
 
 def mouth_trajectory(

@@ -49,7 +49,6 @@ from talkface.audio import FPS, SAMPLE_RATE
 from talkface.data.lrw import CLIP_FRAMES, SPLITS, lrw_vocabulary, write_lrw_txt
 from talkface.errors import TalkFaceError
 
-
 # Real photos with clear licences (see the manifest for each identity).
 ASTRONAUT = ("skimage.data.astronaut()", "public domain (NASA portrait of Eileen Collins)")
 SOLVAY = (
@@ -94,6 +93,14 @@ class SynthConfig:
     seed: int = 0
     first_take: int = 0
     video: bool = True  # False: the mp4 holds the audio track only (the A2L side needs no frames: see "a2l")
+    # (ours, 2026-12-05) Real recordings pause: silence before the first word and after the last, under a
+    # microphone's noise floor. LRW-style clips cut from running speech almost never hold one (6% of the "a2l"
+    # corpus's frames are silent, under -80 dB room tone), and A2L opened the mouth on the noise of real
+    # recordings' pauses. `pauses`: the fraction of synthetic clips whose word is spoken alone, first or last
+    # in its phrase (still the clip's centre), the mouth at rest around it; `noise_floor`: a noise floor
+    # (white, pink, brown or mains hum, 15-50 dB under the speech) under the whole clip, pauses included.
+    pauses: float = 0.0
+    noise_floor: bool = False
 
 
 PRESETS = {
@@ -113,6 +120,10 @@ PRESETS = {
     "a2l": SynthConfig(per_word={"train": 64, "val": 1, "test": 2}, video=False),
     # 64 more training takes per word beside an "a2l" corpus (takes 65-128; train split only, audio only)
     "a2l_more": SynthConfig(per_word={"train": 64}, first_take=64, real_speech=False, video=False),
+    # 16 more training takes per word beside an "a2l" corpus (takes 129-144), each with a pause around its word
+    # and a noise floor: what A2L must learn about silence (train_a2l.py --extra-cache)
+    "a2l_pauses": SynthConfig(per_word={"train": 16}, first_take=128, real_speech=False, video=False, pauses=1.0,
+                              noise_floor=True),
     "default": SynthConfig(),
 }
 
@@ -358,7 +369,11 @@ class _Worker:
         source = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         voice = pools[source][int(rng.integers(len(pools[source])))]
         prefix, suffix = PREFIXES[int(rng.integers(len(PREFIXES)))], SUFFIXES[int(rng.integers(len(SUFFIXES)))]
-        text = f"{prefix} {spec.word.lower()} {suffix}"
+        # a pause around the word (its own generator: the draws above and below stay those of older corpora)
+        pause = np.random.default_rng([spec.seed, 1])
+        if pause.random() < self.cfg.pauses:
+            prefix, suffix = [("", ""), ("", suffix), (prefix, "")][int(pause.integers(3))]
+        text = " ".join(part for part in (prefix, spec.word.lower(), suffix) if part)
         if source == "espeak":
             utt = self.espeak.synthesize(text, voice=voice, rate=int(rng.integers(130, 211)),
                                          pitch=int(rng.integers(25, 76)), pitch_range=int(rng.integers(30, 81)))
@@ -368,9 +383,33 @@ class _Worker:
             utt = speech.festival_synthesize(text, voice)
         return utt, len(prefix.split()), voice
 
+    @staticmethod
+    def _noise_floor(audio: np.ndarray, speech: np.ndarray, seed: int) -> np.ndarray:
+        """`audio` with a recording's noise floor under all of it: white, pink, brown or mains hum (50/60 Hz and
+        harmonics over a little white noise), 15-50 dB under the speech's level."""
+        from talkface.data.speech import _pink
+
+        rng = np.random.default_rng([seed, 2])
+        n, kind = len(audio), int(rng.integers(4))
+        if kind == 0:
+            noise = rng.standard_normal(n)
+        elif kind == 1:
+            noise = _pink(n, rng)
+        elif kind == 2:
+            noise = np.cumsum(rng.standard_normal(n))
+            noise -= np.convolve(noise, np.ones(401) / 401, mode="same")  # no drift below ~40 Hz
+        else:
+            t = np.arange(n) / SAMPLE_RATE
+            mains = float(rng.choice([50.0, 60.0]))
+            noise = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3))
+                        for k in range(1, 8))
+            noise = noise + 0.3 * np.std(noise) * rng.standard_normal(n)
+        level = np.sqrt(np.mean(speech.astype(np.float64) ** 2)) * 10 ** (-rng.uniform(15, 50) / 20)
+        return (audio + noise * level / (np.std(noise) + 1e-12)).astype(np.float32)
+
     def make(self, spec: ClipSpec) -> dict:
         from talkface.data import speech
-        from talkface.data.articulation import animate
+        from talkface.data.articulation import animate, with_rest
         from talkface.data.render import render_frames
         from talkface.video import write_audio, write_video
 
@@ -392,8 +431,15 @@ class _Worker:
         lo, hi = max(0, start), min(len(utt.waveform), start + n)
         if hi > lo:
             audio[lo - start : hi - start] += utt.waveform[lo:hi]
+        if self.cfg.noise_floor and spec.kind == "synthetic":
+            audio = self._noise_floor(audio, utt.waveform, spec.seed)
+        phones = utt.phones
+        if self.cfg.pauses > 0:
+            # the mouth rests before the first sound and after the last (eSpeak's first phone starts at 0 s:
+            # without this, dominance would hold its vowel open through the pause before it)
+            phones = with_rest(phones, t0 - 1.0, t0 + duration + 1.0)
         ident = self._identity(spec.split, rng)
-        motion = animate(ident.landmarks, utt.phones, CLIP_FRAMES, rng, t0=t0, fps=FPS)
+        motion = animate(ident.landmarks, phones, CLIP_FRAMES, rng, t0=t0, fps=FPS)
         base = self.root / spec.stem
         base.parent.mkdir(parents=True, exist_ok=True)
         if self.cfg.video:
@@ -481,6 +527,9 @@ def _check_settings(root: Path, cfg: SynthConfig) -> None:
     have = json.loads(path.read_text()) if path.exists() else None
     if have is None and (root / "manifest.json").exists():  # made before corpus.json existed
         have = json.loads((root / "manifest.json").read_text()).get("config")
+    if have is not None:  # settings added since an older corpus was made: it was made with their defaults
+        defaults = json.loads(json.dumps(dataclasses.asdict(SynthConfig())))
+        have = {**{k: v for k, v in defaults.items() if k not in have}, **have}
     if have is None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(want, indent=1))
