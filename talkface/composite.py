@@ -6,6 +6,7 @@ the whole face (eyes, brows) when it blinks and moves. Outside the mask every pi
 
     paste = PasteBack(aligned, max_side=1280, region="lower")
     frame = paste(generated_crop, landmarks)   # (H, W, 3) uint8, H and W even (H.264)
+    planes = paste(generated_crop, landmarks, yuv=True)   # (3H/2, W) I420, what the encoder takes
 
 Only the rectangle the crop covers is touched per frame, so the cost grows with the face's size in the output,
 not with the photo's. Sizes: the long side is capped at ``max_side`` (never enlarged); H.264 (yuv420p) needs
@@ -47,7 +48,8 @@ def face_mask(landmarks: list[np.ndarray], region: Region = "lower", size: int =
     grow = max(1, round(0.10 * iod))
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     mask = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), sigmaX=0.12 * iod)
-    ramp = np.clip((np.minimum(np.arange(size), np.arange(size)[::-1]) - _BORDER) / _BORDER, 0, 1)
+    border = _BORDER * size / CROP_SIZE
+    ramp = np.clip((np.minimum(np.arange(size), np.arange(size)[::-1]) - border) / border, 0, 1)
     return (mask * np.minimum(ramp[:, None], ramp[None, :])).astype(np.float32)
 
 
@@ -93,11 +95,20 @@ class PasteBack:
         x0, y0 = np.floor(out_corners.min(0)).astype(int) - 1
         x1, y1 = np.ceil(out_corners.max(0)).astype(int) + 2
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
+        # even corners: the ROI is converted to I420 on its own, whose 2x2 chroma blocks then line up with the
+        # whole frame's (the sizes are even)
+        x0, y0, x1, y1 = x0 - x0 % 2, y0 - y0 % 2, min(self.width, x1 + x1 % 2), min(self.height, y1 + y1 % 2)
         self.roi = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
         shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
         self._roi_to_crop = to_crop @ shift  # ROI pixel -> crop pixel, for WARP_INVERSE_MAP
+        # the mask is smooth: drawn at half the crop's size (half the cost), the warp resamples it anyway
+        half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]], np.float64)  # crop px -> half-size px
+        self._roi_to_mask = (half @ np.vstack([self._roi_to_crop, [0, 0, 1]]))[:2]
         self._roi_shape = (x1 - x0, y1 - y0)
         self._out = self.background.copy()
+        self._yuv = cv2.cvtColor(self.background, cv2.COLOR_RGB2YUV_I420)
+        self._planes = _i420_planes(self._yuv, self.height, self.width)
+        self._roi_even = (y0, x0, y1 - y0, x1 - x0)
         self._cast = None
         if rest is not None:
             diff = aligned.image.astype(np.float32) - rest.astype(np.float32)
@@ -114,28 +125,52 @@ class PasteBack:
                 np.clip(points.max(0) + margin, -0.5, self.size - 0.5))
 
     def mask(self, landmarks: np.ndarray) -> np.ndarray:
-        """The crop-pixel blending mask for a frame with these landmarks (crop pixels)."""
-        return face_mask([self._reference, np.asarray(landmarks, np.float32)], self.region, self.size)
+        """The blending mask for a frame with these landmarks (crop pixels), at half the crop's size."""
+        half = self.size // 2
+        points = [(p + 0.5) * 0.5 - 0.5 for p in (self._reference, np.asarray(landmarks, np.float32))]
+        return face_mask(points, self.region, half)
 
-    def _warp(self, image: np.ndarray) -> np.ndarray:
-        return cv2.warpAffine(image, self._roi_to_crop, self._roi_shape,
+    def alpha(self, landmarks: np.ndarray) -> np.ndarray:
+        """The 8-bit blending weight of the generated face over the output's ROI (`self.roi`) for a frame."""
+        return self._warp(np.round(self.mask(landmarks) * 255).astype(np.uint8), self._roi_to_mask)
+
+    def _warp(self, image: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
+        return cv2.warpAffine(image, self._roi_to_crop if matrix is None else matrix, self._roi_shape,
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
 
-    def __call__(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, landmarks: np.ndarray, yuv: bool = False) -> np.ndarray:
         """One generated crop (S, S, 3) uint8 and its landmarks (68, 2) crop pixels -> the whole frame
-        (height, width, 3) uint8. The returned array is reused by the next call: write it out before then."""
+        (height, width, 3) uint8 RGB, or with `yuv` its I420 planes (height × 3/2, width), converted where the
+        face changed only (what ``VideoWriter.write`` takes as it is). The returned array is reused by the next
+        call: write it out before then."""
         if self._roi_shape[0] <= 0 or self._roi_shape[1] <= 0:
-            return self._out
+            return self._yuv if yuv else self._out
         if frame.shape[0] != self.size:  # a generator that draws smaller frames than the aligned crop
             frame = cv2.resize(frame, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         if self._cast is not None:
             frame = np.clip(frame + self._cast, 0, 255).astype(np.uint8)
         # 8-bit alpha and blend: OpenCV's fastest paths (about twice as fast as float at 1280 px). Where alpha is
         # 0 (beyond the feather) the result is the photo's pixel exactly, where it is 255 the generated one.
-        alpha = self._warp(np.round(self.mask(landmarks) * 255).astype(np.uint8))
+        alpha = self.alpha(landmarks)
         alpha = cv2.merge([alpha, alpha, alpha])
         face = self._warp(np.ascontiguousarray(frame))
         background = self.background[self.roi]
         self._out[self.roi] = cv2.add(cv2.multiply(face, alpha, scale=1 / 255),
                                       cv2.multiply(background, cv2.bitwise_not(alpha), scale=1 / 255))
-        return self._out
+        if not yuv:
+            return self._out
+        y0, x0, h, w = self._roi_even
+        roi = _i420_planes(cv2.cvtColor(self._out[self.roi], cv2.COLOR_RGB2YUV_I420), h, w)
+        planes = self._planes
+        planes[0][y0 : y0 + h, x0 : x0 + w] = roi[0]
+        for full, part in zip(planes[1:], roi[1:]):
+            full[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2] = part
+        return self._yuv
+
+
+def _i420_planes(i420: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (height, width), U and V (height/2, width/2) planes of OpenCV's (3·height/2, width) I420."""
+    flat = i420.reshape(-1)
+    n, q = height * width, height * width // 4
+    return (flat[:n].reshape(height, width), flat[n : n + q].reshape(height // 2, width // 2),
+            flat[n + q : n + 2 * q].reshape(height // 2, width // 2))

@@ -56,6 +56,9 @@ WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
 FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_PRESET
 LARGE_PRESET = "superfast"
+# ...with x264's B-frames and macroblock tree back on and one thread: on a mostly still photo a fifth of plain
+# superfast's size for two thirds of its CPU time (bench/whole_photo.py), and the thread does not fight L2F's
+LARGE_X264 = "bframes=3:mbtree=1:rc-lookahead=10"
 
 Progress = Callable[[float, str], None]
 __all__ = ["ABLATIONS", "DEFAULT_A2L", "MAX_ARTICULATION", "TalkingFacePipeline", "TalkingFaceResult", "ablation",
@@ -406,8 +409,10 @@ class TalkingFacePipeline:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
                 # x264's time grows with the pixels: a faster preset for big frames keeps the encode's share
                 # of the run near what it is at 256² (bench/whole_photo.py)
-                preset = "veryfast" if width * height <= FAST_ENCODE_PIXELS else LARGE_PRESET
-                return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech, preset=preset))
+                small = width * height <= FAST_ENCODE_PIXELS
+                return stack.enter_context(VideoWriter(
+                    path, (width, height), FPS, soundtrack=speech, preset="veryfast" if small else LARGE_PRESET,
+                    x264=None if small else LARGE_X264, threads=None if small else 1))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
@@ -444,7 +449,7 @@ class TalkingFacePipeline:
                         picture = frames[name][i]
                     else:
                         with _timed(seconds, "paste"):
-                            picture = paste(frames[name][i], tracks[name][start + i])
+                            picture = paste(frames[name][i], tracks[name][start + i], yuv=True)
                     with _timed(seconds, "video"):
                         main.write(picture)
                         if chunks is not None:

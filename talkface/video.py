@@ -111,6 +111,8 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         soundtrack: Speech | None = None,
+        x264: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = size  # (width, height)
@@ -128,6 +130,10 @@ class VideoWriter:
         elif audio is not None:
             track = self._wav = _temporary_wav(audio, sample_rate)
         params = ["-crf", str(crf), "-preset", preset]
+        if x264:  # x264's own options over the preset's ("key=value:key=value")
+            params += ["-x264-params", x264]
+        if threads:
+            params += ["-threads", str(threads)]
         if self.path.suffix == ".mp4":
             params += ["-movflags", "+faststart"]  # playable while it downloads (.ts segments need nothing)
         if track is not None:
@@ -145,10 +151,16 @@ class VideoWriter:
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
+        """One RGB frame (height, width, 3), or one already in I420 (height × 3/2, width), as
+        ``composite.PasteBack`` makes them: sent as it is."""
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        if frame.shape != (self.size[1], self.size[0], 3):
+        width, height = self.size
+        if frame.shape == (height * 3 // 2, width):
+            self._gen.send(frame)
+        elif frame.shape == (height, width, 3):
+            self._gen.send(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420))
+        else:
             raise ValueError(f"frame shape {frame.shape} does not match the video size {self.size}")
-        self._gen.send(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420))
         self.frames_written += 1
 
     def write_all(self, frames: Iterable[np.ndarray]) -> None:

@@ -87,7 +87,7 @@ def test_outside_the_mask_every_pixel_is_the_photos(photo, case, region):
     landmarks[8, 1] += 12
     negative = 255 - aligned.image  # a frame unlike the photo everywhere
     out = paste(negative, landmarks)
-    alpha = paste._warp(np.round(paste.mask(landmarks) * 255).astype(np.uint8))
+    alpha = paste.alpha(landmarks)
     full = np.zeros((paste.height, paste.width), np.uint8)
     full[paste.roi] = alpha
     np.testing.assert_array_equal(out[full == 0], paste.background[full == 0])
@@ -125,3 +125,20 @@ def test_a_smaller_generator_frame_is_scaled_to_the_crop(photo):
     paste = PasteBack(aligned)
     small = cv2.resize(aligned.image, (64, 64), interpolation=cv2.INTER_AREA)
     assert paste(small, aligned.landmarks).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_i420_frame_is_the_rgb_frames_own(photo, case):
+    """What the encoder is given (I420 converted where the face changed only) is exactly OpenCV's conversion of
+    the whole RGB frame, frame after frame."""
+    make, _ = CASES[case]
+    aligned = align_face(make(photo))
+    rng = np.random.default_rng(0)
+    rgb_paste, yuv_paste = PasteBack(aligned, region="face"), PasteBack(aligned, region="face")
+    for _ in range(3):
+        crop = np.clip(aligned.image.astype(int) + rng.integers(-40, 40, aligned.image.shape), 0, 255).astype(np.uint8)
+        points = aligned.landmarks + rng.normal(0, 2, aligned.landmarks.shape).astype(np.float32)
+        rgb = rgb_paste(crop, points).copy()
+        planes = yuv_paste(crop, points, yuv=True)
+        assert planes.shape == (rgb.shape[0] * 3 // 2, rgb.shape[1])
+        np.testing.assert_array_equal(planes, cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420))

@@ -43,3 +43,19 @@ def test_wrong_frame_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         with VideoWriter(tmp_path / "x.mp4", (64, 64)) as w:
             w.write(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_i420_frames_are_written_as_they_are(tmp_path):
+    import cv2
+
+    frames = _frames(10)
+    with VideoWriter(tmp_path / "rgb.mp4", (64, 64)) as w:
+        w.write_all(frames)
+    with VideoWriter(tmp_path / "i420.mp4", (64, 64), preset="superfast", x264="bframes=3:mbtree=1", threads=1) as w:
+        for frame in frames:
+            w.write(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420))
+    a, b = read_video(tmp_path / "rgb.mp4")[0], read_video(tmp_path / "i420.mp4")[0]
+    assert a.shape == b.shape == (10, 64, 64, 3) and np.abs(a.astype(int) - b.astype(int)).mean() < 3
+    with pytest.raises(ValueError, match="does not match"):
+        with VideoWriter(tmp_path / "x.mp4", (64, 64)) as w:
+            w.write(np.zeros((64, 64), np.uint8))  # neither RGB nor I420 of this size
