@@ -38,6 +38,10 @@ MAX_SECONDS = 600.0  # the longest speech the library and the CLI accept by defa
 HOP_SECONDS = 0.01
 WINDOW_FRAMES = 28
 N_MFCC = 13  # the first coefficient (overall loudness) is dropped -> 12 per MFCC frame
+# ...or, with ``energy``, replaced by the loudness relative to the recording's loud frames, the last (c12) dropped
+# (as python_speech_features puts the frame's log energy first): a pause is quiet whatever its spectrum (ours)
+ENERGY_PERCENTILE = 0.95
+ENERGY_FLOOR = -14.0  # natural-log units below the loud frames (about 60 dB): deeper silence is all alike
 
 # The input definition every A2L-side checkpoint records in its JSON ("features"); loading a checkpoint
 # compares it with this one, so a model trained on other features is refused instead of moving the lips
@@ -269,7 +273,7 @@ def _mfcc_transform(device: torch.device) -> torchaudio.transforms.MFCC:
 
 
 def mfcc_windows(
-    waveform: torch.Tensor | np.ndarray, fps: int = FPS, num_frames: int | None = None
+    waveform: torch.Tensor | np.ndarray, fps: int = FPS, num_frames: int | None = None, energy: bool = False
 ) -> torch.Tensor:
     """One 28×12 MFCC window per video frame, for a 16 kHz waveform (N,) or batch (B, N).
 
@@ -278,6 +282,12 @@ def mfcc_windows(
     j = round(t × 100 / fps); its window holds MFCC frames j-14 … j+13, so **index 14 of the window
     is the frame centred on the video frame's instant** (the window spans -140 ms … +130 ms around
     it). Frames beyond either end of the clip repeat the first or last MFCC frame.
+
+    `energy` (ours; a checkpoint's ``features["energy"]`` says which it learnt from): coefficient 0 is the
+    frame's mean log mel energy minus that of the recording's loud frames (its 95th percentile), floored at
+    ``ENERGY_FLOOR``, then c1..c11. Without it, c1..c12: no loudness at all, so a model cannot tell a
+    recording's noisy pause from a quiet sound by level. Independent of the recording's gain but for the quietest
+    frames (the log's floor: at a tenth of the gain, frames within ~26 dB of the loud ones move by under 0.2).
     """
     if isinstance(waveform, np.ndarray):
         waveform = np.ascontiguousarray(waveform)  # torch refuses reversed or strided views
@@ -286,7 +296,15 @@ def mfcc_windows(
         raise ValueError(f"waveform must be (N,) or (B, N), got shape {tuple(wav.shape)}")
     if num_frames is None:
         num_frames = num_video_frames(wav.shape[-1], SAMPLE_RATE, fps)
-    mfcc = _mfcc_transform(wav.device)(wav)[..., 1:, :].transpose(-1, -2)  # (..., M, 12)
+    coefficients = _mfcc_transform(wav.device)(wav)  # (..., 13, M)
+    if energy:
+        level = coefficients[..., 0, :] / N_MELS**0.5  # c0 of the orthonormal DCT = mean log mel × sqrt(n)
+        loud = torch.quantile(level, ENERGY_PERCENTILE, dim=-1, keepdim=True)
+        relative = (level - loud).clamp(min=ENERGY_FLOOR)
+        coefficients = torch.cat([relative.unsqueeze(-2), coefficients[..., 1 : N_MFCC - 1, :]], dim=-2)
+    else:
+        coefficients = coefficients[..., 1:, :]
+    mfcc = coefficients.transpose(-1, -2)  # (..., M, 12)
 
     steps_per_frame = fps * HOP_SAMPLES  # j = t × SAMPLE_RATE / (fps × HOP_SAMPLES), rounded
     t = torch.arange(num_frames, device=wav.device)

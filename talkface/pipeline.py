@@ -241,13 +241,18 @@ class TalkingFacePipeline:
                           articulation: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
         """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name,
         the motion scaled by `articulation` (``articulate``)."""
-        mfcc = mfcc_windows(torch.from_numpy(waveform).to(self.device))
+        wav = torch.from_numpy(waveform).to(self.device)
+        mfcc: dict[bool, torch.Tensor] = {}  # by the features each model learnt from (audio.mfcc_windows)
         ref, sim = normalise_landmarks(aligned.landmarks)
         ref = torch.from_numpy(ref).float().to(self.device)
         pixels, normalised = {}, {}
         for name in names:
+            model = self.a2l_model(name)
+            energy = bool(getattr(model, "energy", False))
+            if energy not in mfcc:
+                mfcc[energy] = mfcc_windows(wav, energy=energy)
             scale = self.articulation_gain(name) * articulation
-            normalised[name] = articulate(self.a2l_model(name).predict_sequence(mfcc, ref), ref, scale)
+            normalised[name] = articulate(model.predict_sequence(mfcc[energy], ref), ref, scale)
             pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
         return pixels, normalised
 
@@ -415,6 +420,7 @@ class TalkingFacePipeline:
                     x264=None if small else LARGE_X264, threads=None if small else 1))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
+            small_main = main.size[0] * main.size[1] <= FAST_ENCODE_PIXELS
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
 
             def close_segment() -> None:
@@ -460,7 +466,7 @@ class TalkingFacePipeline:
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
                                                       (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
-                                                      preset="ultrafast")
+                                                      preset="ultrafast", threads=None if small_main else 1)
                                 segments += 1
                             segment.write(picture)
                             if t + 1 - segment_start == segment_frames:
@@ -508,6 +514,7 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
 def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
     """An A2L checkpoint, with the articulation gain its JSON records kept on the model."""
     model, config = load_checkpoint(stem, device=device)
+    model.energy = bool(config.get("features", {}).get("energy", False))  # its MFCC windows carry the loudness
     gain = config.get("articulation_gain", 1.0)
     if not isinstance(gain, int | float) or not 0.0 < gain <= 5.0:
         raise CheckpointError(f"The checkpoint {stem}.json records an articulation gain of {gain!r}; "

@@ -322,3 +322,20 @@ def test_a_playlist_uploaded_as_speech_is_not_followed(tmp_path):
     with pytest.raises(AudioError, match=r"Could not read the audio file 'speech\.m3u8'"):
         load_audio(playlist)
     assert len(load_audio(segment)[0]) > SAMPLE_RATE  # the segment itself is fine
+
+
+def test_the_energy_coefficient_is_the_relative_loudness(speech16k):
+    """With `energy`, coefficient 0 is the frame's loudness under the recording's loud frames (ours): 0 about
+    speech peaks, far below in a pause, whatever the gain; the other eleven are c1..c11 unchanged."""
+    pause = np.zeros(SAMPLE_RATE // 2, np.float32)
+    wave = with_noise_floor(np.concatenate([pause, speech16k, pause]))
+    plain, energy = mfcc_windows(wave), mfcc_windows(wave, energy=True)
+    assert energy.shape == plain.shape
+    torch.testing.assert_close(energy[..., 1:], plain[..., :11])
+    level = energy[:, 14, 0].numpy()  # each video frame's own instant
+    edge = 25 // 2 - 2  # video frames of the pauses, away from the speech
+    quiet, speaking = np.concatenate([level[:edge], level[-edge:]]), level[edge + 4 : -edge - 4]
+    assert quiet.max() < -4 and np.percentile(speaking, 90) > -1.5 and level.max() < 2.5
+    soft = mfcc_windows(0.5 * wave, energy=True)[:, 14, 0].numpy()
+    assert np.abs(soft - level)[level > -6].max() < 0.05
+    assert np.abs(soft - level).max() < 1.0  # the log's floor moves only the quietest frames, a little

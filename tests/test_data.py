@@ -551,3 +551,13 @@ def test_exact_landmarks_cache(tmp_path):
         FrameDataset(tmp_path / "exact", "train")
     with pytest.raises(TalkFaceError, match="exact"):
         prep.prepare(clips, tmp_path / "x", "lrw", lrw_vocabulary(), progress=False, landmarks="guessed")
+
+    # --energy: the same clips with the loudness coefficient first (audio.mfcc_windows), recorded in the manifest
+    loud = prep.prepare(clips, tmp_path / "energy", "lrw", lrw_vocabulary(), progress=False, landmarks="exact",
+                        energy=True)
+    assert loud["manifest"]["energy"] is True and summary["manifest"]["energy"] is False
+    assert loud["manifest"]["clip_list_hash"] != summary["manifest"]["clip_list_hash"]
+    with_energy = LandmarkDataset(tmp_path / "energy", "train")
+    for k in range(2):
+        assert torch.equal(with_energy[k]["mfcc"][..., 1:], exact[k]["mfcc"][..., :11])
+        assert not torch.equal(with_energy[k]["mfcc"][..., 0], exact[k]["mfcc"][..., 0])

@@ -319,6 +319,27 @@ def test_bad_checkpoints_are_named(tiny_checkpoints, tmp_path):
     assert missing_checkpoints(root) == [root / "l2f.safetensors", root / "a2l_baseline.json"]
 
 
+def test_each_a2l_model_hears_the_features_it_learnt_from(tiny_checkpoints, aligned, short_speech, tmp_path,
+                                                          monkeypatch):
+    """A checkpoint recording features["energy"] gets MFCC windows with the loudness coefficient, the others
+    without; each kind is computed once per request."""
+    import talkface.pipeline as pipeline_module
+
+    root = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoints, root)
+    config = json.loads((root / "a2l_wd.json").read_text())
+    (root / "a2l_wd.json").write_text(json.dumps({**config, "features": {**config["features"], "energy": True}}))
+    pipe = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=root)
+    calls = []
+    real = pipeline_module.mfcc_windows
+    monkeypatch.setattr(pipeline_module, "mfcc_windows", lambda w, **kw: calls.append(kw) or real(w, **kw))
+    wave = short_speech[1].astype(np.float32)
+    tracks = pipe.predict_landmarks(aligned, wave, ["baseline", "wd", "tr"])[0]
+    assert calls == [{"energy": False}, {"energy": True}]
+    alone = pipe.predict_landmarks(aligned, wave, ["wd"])[0]["wd"]
+    np.testing.assert_array_equal(tracks["wd"], alone)
+
+
 # command line
 
 

@@ -36,7 +36,8 @@ LANDMARKS = {
 
 def features(manifest: dict[str, Any]) -> dict[str, Any]:
     """The input definition an A2L-side checkpoint records; loading checks the audio part (talkface.audio)."""
-    return {**audio.FEATURES, "landmarks": LANDMARKS[landmark_source(manifest)]}
+    return {**audio.FEATURES, "energy": bool(manifest.get("energy", False)),
+            "landmarks": LANDMARKS[landmark_source(manifest)]}
 
 
 @dataclass
@@ -88,6 +89,9 @@ def load_data(cache: str, extra: Sequence[str] = ()) -> tuple[Dataset, dict[str,
         if landmark_source(extra_manifests[-1]) != landmark_source(manifest):
             raise TalkFaceError(f"The cache {other} holds {landmark_source(extra_manifests[-1])} landmarks "
                                 f"and {cache} {landmark_source(manifest)} ones; prepare both alike.")
+        if bool(extra_manifests[-1].get("energy", False)) != bool(manifest.get("energy", False)):
+            raise TalkFaceError(f"The caches {other} and {cache} hold different audio features (one with the "
+                                "loudness coefficient, one without); prepare both alike (prepare.py --energy).")
         train.append(LandmarkDataset(other, "train", in_memory=True))
     if extra_manifests:
         manifest = {**manifest, "extra": extra_manifests}

@@ -101,11 +101,17 @@ def variant_name(args: argparse.Namespace) -> str:
     return args.name or f"a2l_{suffix or 'baseline'}"
 
 
-def load_judge(stem: str, needed: bool, run: Run) -> nn.Module | None:
-    """A frozen pretrained judge; None when it is not needed and not there (evaluation then skips it)."""
+def load_judge(stem: str, needed: bool, run: Run, energy: bool | None = None) -> nn.Module | None:
+    """A frozen pretrained judge; None when it is not needed and not there (evaluation then skips it).
+    `energy`: the audio features of the cache (a judge that hears MFCCs must have learnt from the same)."""
     if not needed and not Path(stem).with_suffix(".json").exists():
         return None
-    model, _ = load_checkpoint(stem, device=run.device)
+    model, config = load_checkpoint(stem, device=run.device)
+    heard = bool(config.get("features", {}).get("energy", False))
+    if energy is not None and heard != energy:
+        raise SystemExit(f"{stem} learnt from MFCC windows {'with' if heard else 'without'} the loudness "
+                         f"coefficient, the cache holds them {'with' if energy else 'without'}; train an MI "
+                         "estimator on this cache (train_mi_estimator.py) and pass it with --estimator.")
     return freeze(model)
 
 
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     run = setup(args.seed)
     train_set, evaluation, manifest = load_data(args.cache, args.extra_cache)
     detector = load_judge(args.detector, args.lambda_wd > 0, run)
-    estimator = load_judge(args.estimator, args.lambda_tr > 0, run)
+    estimator = load_judge(args.estimator, args.lambda_tr > 0, run, energy=bool(manifest.get("energy", False)))
     if detector is not None and unwrap(detector).fc2.out_features != len(manifest["vocabulary"]):
         raise SystemExit(f"the word detector {args.detector} knows another vocabulary than the cache {args.cache}")
     predictor = LandmarkPredictor(**SIZES[args.size], bidirectional=args.bidirectional)

@@ -90,7 +90,7 @@ def window_start(clip: Clip, num_frames: int) -> int:
     return int(min(max(round(centre) - CLIP_FRAMES // 2, 0), num_frames - CLIP_FRAMES))
 
 
-def prepare_clip(clip: Clip) -> dict:
+def prepare_clip(clip: Clip, energy: bool = False) -> dict:
     """Aligned frames, landmarks and MFCC windows of one clip; raises if the clip cannot be used."""
     from talkface.audio import load_audio, mfcc_windows
     from talkface.face import CROP_SIZE, align_face, detect_landmarks
@@ -103,7 +103,7 @@ def prepare_clip(clip: Clip) -> dict:
     waveform, _ = load_audio(clip.video)
     first = window_start(clip, len(frames))
     window = slice(first, first + CLIP_FRAMES)
-    mfcc = mfcc_windows(waveform, fps=FPS, num_frames=len(frames))[window]
+    mfcc = mfcc_windows(waveform, fps=FPS, num_frames=len(frames), energy=energy)[window]
 
     reference = align_face(frames[first])
     transform = np.asarray(reference.transform, np.float32)
@@ -122,7 +122,7 @@ def prepare_clip(clip: Clip) -> dict:
     }
 
 
-def prepare_clip_exact(clip: Clip) -> dict:
+def prepare_clip_exact(clip: Clip, energy: bool = False) -> dict:
     """MFCC windows and the sidecar's exact landmarks of one synthetic clip; raises if it cannot be used."""
     from talkface.audio import load_audio, mfcc_windows
 
@@ -137,7 +137,8 @@ def prepare_clip_exact(clip: Clip) -> dict:
     first = window_start(clip, len(exact))
     window = slice(first, first + CLIP_FRAMES)
     return {
-        "mfcc": np.asarray(mfcc_windows(waveform, fps=FPS, num_frames=len(exact))[window], np.float16),
+        "mfcc": np.asarray(mfcc_windows(waveform, fps=FPS, num_frames=len(exact), energy=energy)[window],
+                           np.float16),
         "landmarks": exact[window],
         "jpegs": [],
         "transform": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
@@ -162,11 +163,11 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
 
 
-def _prepare_or_reason(clip: Clip, landmarks: str = "dlib") -> dict | str:
+def _prepare_or_reason(clip: Clip, landmarks: str = "dlib", energy: bool = False) -> dict | str:
     """Never let one bad clip stop a job of thousands: failures of the clip come back as a reason to record.
     Failures of the machine (``_is_transient``) stop the job before its shard is written, so a rerun retries."""
     try:
-        return prepare_clip_exact(clip) if landmarks == "exact" else prepare_clip(clip)
+        return prepare_clip_exact(clip, energy) if landmarks == "exact" else prepare_clip(clip, energy)
     except Exception as error:  # any decoder or detector failure skips only this clip
         if _is_transient(error):
             raise TransientFailure(f"Preparation stopped at {clip.video}: {type(error).__name__}: {error}. This is "
@@ -196,6 +197,7 @@ class Shard:
     index: int
     clips: list[Clip]
     landmarks: str = "dlib"
+    energy: bool = False
 
     @property
     def name(self) -> str:
@@ -203,25 +205,29 @@ class Shard:
 
     @property
     def clip_hash(self) -> str:
-        return clip_list_hash(self.clips, self.landmarks)
+        return clip_list_hash(self.clips, self.landmarks, self.energy)
 
 
-def clip_list_hash(clips: Iterable[Clip], landmarks: str = "dlib") -> str:
-    """Identifies a clip list, the cache format and the landmark source, so a stale shard is redone, not reused."""
+def clip_list_hash(clips: Iterable[Clip], landmarks: str = "dlib", energy: bool = False) -> str:
+    """Identifies a clip list, the cache format, the landmark source and the audio features, so a stale shard is
+    redone, not reused."""
     digest = hashlib.sha256(f"talkface-cache-v{FORMAT_VERSION}\n".encode())
     if landmarks != "dlib":  # (dlib caches keep the hash they always had)
         digest.update(f"landmarks={landmarks}\n".encode())
+    if energy:  # (and caches without the energy coefficient theirs)
+        digest.update(b"energy\n")
     for clip in clips:
         digest.update(f"{clip.split}\t{clip.clip_id}\t{clip.word}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def plan_shards(clips: list[Clip], shard_size: int = SHARD_SIZE, landmarks: str = "dlib") -> list[Shard]:
+def plan_shards(clips: list[Clip], shard_size: int = SHARD_SIZE, landmarks: str = "dlib",
+                energy: bool = False) -> list[Shard]:
     """Deterministic shards: each split's clips in reader order, cut every `shard_size` clips."""
     shards = []
     for split in dict.fromkeys(c.split for c in clips):
         members = [c for c in clips if c.split == split]
-        shards += [Shard(split, k, members[i:i + shard_size], landmarks)
+        shards += [Shard(split, k, members[i:i + shard_size], landmarks, energy)
                    for k, i in enumerate(range(0, len(members), shard_size))]
     return shards
 
@@ -294,8 +300,9 @@ def write_shard(path: Path, shard: Shard, results: list[tuple[Clip, int, dict]],
 # the job
 
 
-def _results(clips: list[Clip], workers: int, landmarks: str = "dlib") -> Iterator[dict | str]:
-    work = partial(_prepare_or_reason, landmarks=landmarks)
+def _results(clips: list[Clip], workers: int, landmarks: str = "dlib", energy: bool = False
+             ) -> Iterator[dict | str]:
+    work = partial(_prepare_or_reason, landmarks=landmarks, energy=energy)
     if workers <= 1:
         yield from map(work, clips)
         return
@@ -307,7 +314,7 @@ def _results(clips: list[Clip], workers: int, landmarks: str = "dlib") -> Iterat
 
 
 def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, clips: list[Clip],
-                    vocabulary: list[str], landmarks: str = "dlib") -> dict | None:
+                    vocabulary: list[str], landmarks: str = "dlib", energy: bool = False) -> dict | None:
     """Written once every planned shard exists (by whichever cluster job finishes last)."""
     metas = [read_shard_meta(out / s.name) for s in shards]
     if any(m is None or m["clip_hash"] != s.clip_hash for m, s in zip(metas, shards)):
@@ -322,9 +329,10 @@ def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, cli
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
         "root": root,
-        "clip_list_hash": clip_list_hash(clips, landmarks),
+        "clip_list_hash": clip_list_hash(clips, landmarks, energy),
         "listed_clips": len(clips),
         "landmarks": landmarks,
+        "energy": energy,
         "frames": CLIP_FRAMES,
         "vocabulary": vocabulary,
         "splits": splits,
@@ -338,12 +346,13 @@ def _write_manifest(out: Path, shards: list[Shard], dataset: str, root: str, cli
 
 def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[str], root: str = "",
             shard: tuple[int, int] = (1, 1), workers: int = 1, shard_size: int = SHARD_SIZE,
-            progress: bool = True, landmarks: str = "dlib") -> dict:
+            progress: bool = True, landmarks: str = "dlib", energy: bool = False) -> dict:
     """Prepare this job's share of `clips` into `out`; returns which shards were written or already done.
 
     Job i of n takes every n-th shard starting at the i-th (1-based); finished shards whose clip list is
     unchanged are kept as they are, and leftovers of a killed run are removed first. `landmarks`: "dlib"
     (detected on the aligned frames, as the paper does) or "exact" (a synthetic clip's sidecar; no frames).
+    `energy`: the MFCC windows carry the relative loudness (``audio.mfcc_windows``).
     """
     job, jobs = shard
     if not 1 <= job <= jobs:
@@ -351,7 +360,7 @@ def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[s
     if landmarks not in LANDMARK_SOURCES:
         raise TalkFaceError(f"Landmarks come from one of {', '.join(LANDMARK_SOURCES)}, not {landmarks!r}.")
     out = Path(out)
-    shards = plan_shards(clips, shard_size, landmarks)
+    shards = plan_shards(clips, shard_size, landmarks, energy)
     mine = shards[job - 1::jobs]
     todo = [s for s in mine if (read_shard_meta(out / s.name) or {}).get("clip_hash") != s.clip_hash]
     for s in todo:
@@ -360,7 +369,7 @@ def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[s
 
     labels = {word: i for i, word in enumerate(vocabulary)}
     versions = tool_versions()
-    results = _results([c for s in todo for c in s.clips if c.word in labels], workers, landmarks)
+    results = _results([c for s in todo for c in s.clips if c.word in labels], workers, landmarks, energy)
     bar = tqdm(total=sum(len(s.clips) for s in todo), unit="clip", disable=not progress)
     for s in todo:
         done, skipped = [], []
@@ -373,9 +382,10 @@ def prepare(clips: list[Clip], out: str | Path, dataset: str, vocabulary: list[s
                 done.append((clip, labels[clip.word], outcome))
             bar.update()
         write_shard(out / s.name, s, done, skipped, {"format_version": FORMAT_VERSION, "dataset": dataset,
-                                                     "landmarks": landmarks, "versions": versions})
+                                                     "landmarks": landmarks, "energy": energy,
+                                                     "versions": versions})
     bar.close()
-    manifest = _write_manifest(out, shards, dataset, root, clips, vocabulary, landmarks)
+    manifest = _write_manifest(out, shards, dataset, root, clips, vocabulary, landmarks, energy)
     written = [s.name for s in todo]
     return {"written": written, "kept": [s.name for s in mine if s.name not in written],
             "manifest": manifest}
@@ -391,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE)
     parser.add_argument("--landmarks", choices=LANDMARK_SOURCES, default="dlib",
                         help="dlib: detected on the frames (the paper); exact: a synthetic clip's sidecar, no frames")
+    parser.add_argument("--energy", action="store_true",
+                        help="MFCC windows with the relative loudness first (audio.mfcc_windows; ours)")
     parser.add_argument("--words", help="LRW only: comma-separated subset of words")
     parser.add_argument("--test-speakers", default=",".join(TEST_SPEAKERS), help="GRID only")
     parser.add_argument("--val-speakers", default="", help="GRID only")
@@ -412,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
             raise TalkFaceError(f"No clips were found under {args.root}; is it a {args.dataset.upper()}-shaped folder?")
         summary = prepare(clips, args.out, args.dataset, vocabulary, root=str(Path(args.root).resolve()),
                           shard=(job, jobs), workers=args.workers, shard_size=args.shard_size,
-                          landmarks=args.landmarks)
+                          landmarks=args.landmarks, energy=args.energy)
     except TalkFaceError as error:
         raise SystemExit(str(error)) from None
     print(f"wrote {len(summary['written'])} shards, kept {len(summary['kept'])} finished ones")
