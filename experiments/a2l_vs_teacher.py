@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from talkface.audio import SAMPLE_RATE
-from talkface.data.articulation import apply_mouth, mouth_trajectory
+from talkface.data.articulation import apply_mouth, mouth_trajectory, with_rest
 from talkface.data.speech import Espeak
 from talkface.face import lip_opening
 from talkface.pipeline import TalkingFacePipeline
@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         clip = load_clip(pipe, path)
         ref = clip.photo.landmarks
         n = len(clip.frames)
-        teacher = apply_mouth(ref, mouth_trajectory(clip.phones, n))
+        # the mouth at rest around the speech, as the "a2l_pauses" corpus teaches it (with_rest)
+        spoken = [p for p in clip.phones if p.symbol != "sil"]
+        inner = clip.phones[clip.phones.index(spoken[0]) : clip.phones.index(spoken[-1]) + 1]
+        teacher = apply_mouth(ref, mouth_trajectory(with_rest(inner, -1.0, n / 25 + 1.0), n))
         pred = pipe.predict_landmarks(clip.photo, clip.waveform, [args.ablation])[0][args.ablation]
         real = lip_opening(clip.points)
         row = {
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             m = int(len(utt.waveform) / utt.sample_rate * 25)
             wave = utt.waveform if utt.sample_rate == SAMPLE_RATE else None
             assert wave is not None, utt.sample_rate
-            t = apply_mouth(ref, mouth_trajectory(utt.phones, m))
+            t = apply_mouth(ref, mouth_trajectory(with_rest(utt.phones, -1.0, m / 25 + 1.0), m))
             pr = pipe.predict_landmarks(clip.photo, wave, [args.ablation])[0][args.ablation]
             tts.append(corr(lip_opening(pr), lip_opening(t)))
         row["a2l~teacher (eSpeak)"] = float(np.mean(tts))

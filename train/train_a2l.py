@@ -109,6 +109,8 @@ def load_judge(stem: str, needed: bool, run: Run, energy: bool | None = None) ->
     model, config = load_checkpoint(stem, device=run.device)
     heard = bool(config.get("features", {}).get("energy", False))
     if energy is not None and heard != energy:
+        if not needed:  # only its view of the val split is lost
+            return None
         raise SystemExit(f"{stem} learnt from MFCC windows {'with' if heard else 'without'} the loudness "
                          f"coefficient, the cache holds them {'with' if energy else 'without'}; train an MI "
                          "estimator on this cache (train_mi_estimator.py) and pass it with --estimator.")
