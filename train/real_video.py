@@ -254,9 +254,10 @@ def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names:
     checkpoints, out = Path(checkpoints), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = TalkingFacePipeline.from_pretrained(names[0], checkpoint_dir=checkpoints)
-    head = "| A2L | gain | opening corr. | range ratio | mouth-shape dist. | /p b m/ | range in 0.8-1.25 |"
+    head = ("| A2L | gain | opening corr. | range ratio | mouth-shape dist. | /p b m/ | motion in pauses | "
+            "range in 0.8-1.25 |")
     chosen, lines = {}, [f"Measured with `{command}`; GRID clips (Cooke et al. 2006, CC BY 4.0).", "", head,
-                         "|---|---|---|---|---|---|---|"]
+                         "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="talkface-calibrate-") as work:
         clips = [load_clip(pipe, path) for path in real_clips(root)]
         for name in names:
@@ -266,7 +267,8 @@ def calibrate(root: str | Path, checkpoints: str | Path, out: str | Path, names:
                 rows = [generate(pipe, clip, name, Path(work))[0]["frames"] for clip in clips]
                 tried[gain] = mean = mean_scores(rows)
                 lines.append(f"| {ABLATIONS[name]} | {gain:g} | {mean['corr']:.2f} | {mean['range_ratio']:.2f} | "
-                             f"{mean['shape_distance']:.2f} | {mean['bilabial']:.2f} | {mean['range_ok']} of "
+                             f"{mean['shape_distance']:.2f} | {mean['bilabial']:.2f} | "
+                             f"{mean['pause_motion']:.2f} | {mean['range_ok']} of "
                              f"{mean['clips']} |")
                 print(lines[-1], flush=True)
             chosen[name] = min(tried, key=lambda g: abs(np.log(tried[g]["range_ratio"])))
