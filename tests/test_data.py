@@ -384,11 +384,11 @@ def test_killed_preparation_leaves_no_partial_shard(grid_tree, tmp_path, monkeyp
     real_prepare_clip, real_save = prep.prepare_clip, prep.save_file
     calls = []
 
-    def dies_on_third_clip(clip: Clip) -> dict:
+    def dies_on_third_clip(clip: Clip, energy: bool = False) -> dict:
         calls.append(clip.clip_id)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the process is killed while its second shard is half done
-        return real_prepare_clip(clip)
+        return real_prepare_clip(clip, energy=energy)
 
     monkeypatch.setattr(prep, "prepare_clip", dies_on_third_clip)
     with pytest.raises(KeyboardInterrupt):
@@ -427,10 +427,10 @@ def test_a_failure_of_the_machine_stops_preparation_instead_of_skipping_the_clip
     real_prepare_clip = prep.prepare_clip
     victim = clips[-1].clip_id
 
-    def out_of_disk(clip: Clip) -> dict:
+    def out_of_disk(clip: Clip, energy: bool = False) -> dict:
         if clip.clip_id == victim:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_prepare_clip(clip)
+        return real_prepare_clip(clip, energy=energy)
 
     monkeypatch.setattr(prep, "prepare_clip", out_of_disk)
     with pytest.raises(prep.TransientFailure, match="the machine, not the clip: run the same command again"):

@@ -167,7 +167,8 @@ def _prepare_or_reason(clip: Clip, landmarks: str = "dlib", energy: bool = False
     """Never let one bad clip stop a job of thousands: failures of the clip come back as a reason to record.
     Failures of the machine (``_is_transient``) stop the job before its shard is written, so a rerun retries."""
     try:
-        return prepare_clip_exact(clip, energy) if landmarks == "exact" else prepare_clip(clip, energy)
+        return (prepare_clip_exact(clip, energy=energy) if landmarks == "exact"
+                else prepare_clip(clip, energy=energy))
     except Exception as error:  # any decoder or detector failure skips only this clip
         if _is_transient(error):
             raise TransientFailure(f"Preparation stopped at {clip.video}: {type(error).__name__}: {error}. This is "
