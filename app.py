@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +32,6 @@ import PIL.Image
 
 from talkface.drawing import aligned_preview, mouth_opening_figure
 from talkface.errors import TalkFaceError
-from talkface.face import AlignedFace
 from talkface.pipeline import (
     ABLATIONS,
     DEFAULT_A2L,
@@ -61,7 +58,6 @@ EXAMPLES = HERE / "assets" / "examples"
 MAX_SECONDS = float(os.environ.get("TALKFACE_MAX_SECONDS", 120))
 MAX_FILE_SIZE = "25mb"
 KEEP_SECONDS = 3600  # a request's videos stay downloadable this long
-ALIGNED_KEPT = 4  # photos whose face the app remembers (by content) between their arrival and Generate
 TIMELINE_ENTRIES = 40
 PREVIEW_WIDTH = 768
 
@@ -112,25 +108,6 @@ class TalkFaceApp:
         self.work_dir = new_dir("app-")
         self._pipeline: TalkingFacePipeline | None = None
         self._lock = threading.Lock()
-        # the faces found in the last few photos, by content: the photo is aligned when it arrives (to say at once
-        # whether it can be used), and Generate then starts without aligning it again (~0.7 s on 2 cores)
-        self._faces: OrderedDict[str, AlignedFace] = OrderedDict()
-        self._faces_lock = threading.Lock()
-
-    def align(self, photo: str) -> AlignedFace:
-        """`TalkingFacePipeline.align`, remembered for the last `ALIGNED_KEPT` photos (same bytes, same face)."""
-        key = hashlib.sha256(Path(photo).read_bytes()).hexdigest() if Path(photo).is_file() else None
-        with self._faces_lock:
-            if key in self._faces:
-                self._faces.move_to_end(key)
-                return self._faces[key]
-        aligned = TalkingFacePipeline.align(photo)
-        if key is not None:
-            with self._faces_lock:
-                self._faces[key] = aligned
-                while len(self._faces) > ALIGNED_KEPT:
-                    self._faces.popitem(last=False)
-        return aligned
 
     def pipeline(self) -> TalkingFacePipeline:
         """Loaded on the first request, so the app starts (and says what is missing) even without checkpoints;
@@ -163,7 +140,7 @@ class TalkFaceApp:
         try:
             progress(0.0, desc="Finding and aligning the face")
             start = time.perf_counter()
-            aligned = self.align(photo)
+            aligned = TalkingFacePipeline.align(photo)
             seconds = {"face": time.perf_counter() - start}
             if aligned.num_faces > 1:
                 gr.Warning(f"{aligned.num_faces} faces were found in the photo; the largest one is used.")
@@ -266,12 +243,13 @@ class TalkFaceApp:
             gr.Warning(exc.message, title="Could not make the video")
             yield (gr.skip(), f"⚠ **Could not make the video.** {exc.message}", *skip[1:])
 
-    def check_photo(self, photo: str | None) -> str:
+    @staticmethod
+    def check_photo(photo: str | None) -> str:
         """The status line when a photo arrives: a plain sentence if it cannot be used, else what was found."""
         if not photo:
             return ""
         try:
-            aligned = self.align(photo)
+            aligned = TalkingFacePipeline.align(photo)
         except TalkFaceError as exc:
             return f"⚠ **This photo cannot be used.** {exc}"
         extra = f" ({aligned.num_faces} faces: the largest one will speak)" if aligned.num_faces > 1 else ""

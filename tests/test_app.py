@@ -209,33 +209,6 @@ def test_inputs_are_checked_when_they_arrive(app, files, kind, name, expected):
     assert check(None) == ""
 
 
-def test_generate_reuses_the_face_found_when_the_photo_arrived(tiny_checkpoints, files, tmp_path, monkeypatch):
-    """The photo is aligned once: when it arrives (to say whether it can be used), then Generate starts from that
-    face; the same picture under another name (an API upload) too; a different picture is aligned anew."""
-    app = app_module.TalkFaceApp(tiny_checkpoints, max_seconds=4.0)
-    calls = []
-    align = app_module.TalkingFacePipeline.align
-    monkeypatch.setattr(app_module.TalkingFacePipeline, "align", staticmethod(lambda p: calls.append(p) or align(p)))
-    photo = str(files / "face.jpg")
-    assert "A face was found" in app.check_photo(photo)
-    updates = list(app.generate(photo, str(files / "speech.wav"), False, False, False))
-    assert updates[-1][2] is not None and calls == [photo]  # a video, and one alignment
-    again = tmp_path / "upload.jpg"
-    shutil.copy(photo, again)
-    assert app.align(str(again)) is app.align(photo) and calls == [photo]
-    flipped = tmp_path / "flipped.jpg"
-    PIL.Image.open(photo).transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
-    app.align(str(flipped))
-    assert calls == [photo, str(flipped)]
-    picture = PIL.Image.open(photo)
-    for k in range(app_module.ALIGNED_KEPT):  # only the last few are kept: the first photo is aligned anew
-        picture.rotate(2 * k + 2).save(tmp_path / f"turned{k}.jpg")
-        app.align(str(tmp_path / f"turned{k}.jpg"))
-    app.align(photo)
-    assert len(app._faces) == app_module.ALIGNED_KEPT and calls.count(photo) == 2
-    shutil.rmtree(app.work_dir, ignore_errors=True)
-
-
 def test_non_image_upload_is_refused_before_the_pipeline(files):
     photo = app_module.photo_input()
     with pytest.raises(gr.Error, match="not an image TalkFace can read"):

@@ -1,0 +1,109 @@
+"""The app as a person sees it: seconds from clicking Generate to the first moving frame on screen, and to the
+finished video, in headless Chromium on the running app (warm: one request first).
+
+    python bench/first_frame.py                       # this checkout's app.py, bundled checkpoints
+    python bench/first_frame.py --repo /tmp/old_wt    # another checkout's app.py (before/after in one run)
+
+The live video (Gradio's streaming output) counts as moving once its playback position passes its first frame.
+Needs Debian's chromium and the system's ffmpeg/ffprobe (bash run.sh test installs them), as the browser test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from bench.harness import machine_line
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHROMIUM = "/usr/bin/chromium"
+PHOTO = REPO / "assets" / "examples" / "face.jpg"
+SPEECH = REPO / "assets" / "examples" / "speech.wav"
+
+MOVING = """() => { const v = document.querySelector('#talkface-live video');
+                   return !!v && v.currentTime > 0.04 && !v.paused; }"""
+FINISHED = """() => { const v = document.querySelector('#talkface-video video');
+                     const live = document.querySelector('#talkface-live');
+                     return !!v && v.duration > 1 && (!live || live.offsetParent === null); }"""
+
+
+def start_app(repo: Path, checkpoints: Path, log: Path) -> tuple[str, subprocess.Popen]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "app.py", "--checkpoints", str(checkpoints), "--host", "127.0.0.1",
+                                "--port", str(port)], cwd=repo, env=env, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return url, process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.terminate()
+                raise SystemExit(f"the app did not start:\n{log.read_text()}") from None
+            time.sleep(0.5)
+
+
+def measure(url: str, runs: int) -> list[tuple[float, float]]:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
+        page.locator("#talkface-audio input[type=file]").set_input_files(str(SPEECH))
+        page.locator("#talkface-speech-note").get_by_text("s of sound").wait_for(timeout=60_000)
+        page.locator("#talkface-photo-note").get_by_text("face was found").wait_for(timeout=60_000)
+        for k in range(runs + 1):  # the first request loads the models: not counted
+            start = time.monotonic()
+            page.locator("#talkface-generate").click()
+            page.wait_for_function(MOVING, polling=20, timeout=240_000)
+            moving = time.monotonic() - start
+            page.wait_for_function(FINISHED, polling=100, timeout=240_000)
+            finished = time.monotonic() - start
+            if k:
+                times.append((moving, finished))
+            print(f"  {'run ' + str(k) if k else 'warm-up'}: first moving frame {moving:.2f} s, "
+                  f"finished video {finished:.2f} s", flush=True)
+        browser.close()
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose app.py runs")
+    parser.add_argument("--checkpoints", type=Path, default=REPO / "assets" / "checkpoints")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(machine_line(), flush=True)
+    log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
+    url, process = start_app(args.repo.resolve(), args.checkpoints.resolve(), log)
+    try:
+        times = measure(url, args.runs)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    moving, finished = zip(*times)
+    print(f"{args.repo}: first moving frame {min(moving):.2f}-{max(moving):.2f} s, finished video "
+          f"{min(finished):.2f}-{max(finished):.2f} s after Generate ({len(times)} warm runs; the 5.5 s example, "
+          "whole photo, bundled checkpoints)")
+
+
+if __name__ == "__main__":
+    main()
