@@ -145,13 +145,12 @@ def evaluate(
             "l_rec": landmark_l2(pred, batch.landmarks).item() * n,
         }
         # does the mouth open and close with the truth? (what the real-video judge scores, per clip)
-        opening = [lip_opening(x.double().cpu().numpy()) for x in (pixels, batch.pixels)]
-        moving = opening[1].std(1) > 1e-3
-        if moving.any():
-            values["open_corr"] = float(sum(np.corrcoef(a, b)[0, 1]
-                                            for a, b in zip(opening[0][moving], opening[1][moving])))
-            sums["open_corr"] = sums.get("open_corr", 0.0) + values.pop("open_corr")
-            counts["open_corr"] = counts.get("open_corr", 0) + int(moving.sum())
+        # (clips whose true mouth moves; a prediction that does not move counts as 0)
+        predicted, true = (lip_opening(x.double().cpu().numpy()) for x in (pixels, batch.pixels))
+        for a, b in zip(predicted, true):
+            if b.std() > 1e-3:
+                sums["open_corr"] = sums.get("open_corr", 0.0) + (np.corrcoef(a, b)[0, 1] if a.std() > 0 else 0.0)
+                counts["open_corr"] = counts.get("open_corr", 0) + 1
         if detector is not None:
             values["word_accuracy"] = (detector(centre_frames(pred)).argmax(1) == batch.words).sum().item()
         if estimator is not None and n > 1:
