@@ -11,51 +11,28 @@ Needs Debian's chromium and the system's ffmpeg/ffprobe (bash run.sh test instal
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench.harness import machine_line
+from tests.conftest import running_app  # the browser tests' launcher: app.py on a free port
 
 REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
 PHOTO = REPO / "assets" / "examples" / "face.jpg"
 SPEECH = REPO / "assets" / "examples" / "speech.wav"
+MAX_SECONDS = 120  # the app's default
 
 MOVING = """() => { const v = document.querySelector('#talkface-live video');
                    return !!v && v.currentTime > 0.04 && !v.paused; }"""
 FINISHED = """() => { const v = document.querySelector('#talkface-video video');
                      const live = document.querySelector('#talkface-live');
                      return !!v && v.duration > 1 && (!live || live.offsetParent === null); }"""
-
-
-def start_app(repo: Path, checkpoints: Path, log: Path) -> tuple[str, subprocess.Popen]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "app.py", "--checkpoints", str(checkpoints), "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=repo, env=env, stdout=log.open("w"),
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return url, process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.terminate()
-                raise SystemExit(f"the app did not start:\n{log.read_text()}") from None
-            time.sleep(0.5)
 
 
 def measure(url: str, runs: int) -> list[tuple[float, float]]:
@@ -93,12 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(machine_line(), flush=True)
     log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
-    url, process = start_app(args.repo.resolve(), args.checkpoints.resolve(), log)
-    try:
+    with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, repo=args.repo.resolve()) as (url, _):
         times = measure(url, args.runs)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     moving, finished = zip(*times)
     print(f"{args.repo}: first moving frame {min(moving):.2f}-{max(moving):.2f} s, finished video "
           f"{min(finished):.2f}-{max(finished):.2f} s after Generate ({len(times)} warm runs; the 5.5 s example, "

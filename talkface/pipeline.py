@@ -415,13 +415,12 @@ class TalkingFacePipeline:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
                 # x264's time grows with the pixels: a faster preset for big frames keeps the encode's share
                 # of the run near what it is at 256² (bench/whole_photo.py)
-                small = width * height <= FAST_ENCODE_PIXELS
+                large = _large(width, height)
                 return stack.enter_context(VideoWriter(
-                    path, (width, height), FPS, soundtrack=speech, preset="veryfast" if small else LARGE_PRESET,
-                    x264=None if small else LARGE_X264, threads=None if small else 1))
+                    path, (width, height), FPS, soundtrack=speech, preset=LARGE_PRESET if large else "veryfast",
+                    x264=LARGE_X264 if large else None, threads=1 if large else None))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
-            small_main = main.size[0] * main.size[1] <= FAST_ENCODE_PIXELS
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
 
             def close_segment() -> None:
@@ -467,7 +466,7 @@ class TalkingFacePipeline:
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
                                                       (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
-                                                      preset="ultrafast", threads=None if small_main else 1)
+                                                      preset="ultrafast", threads=1 if _large(*main.size) else None)
                                 segments += 1
                             segment.write(picture)
                             if t + 1 - segment_start == segment_frames:
@@ -510,6 +509,11 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
         return
     if backend == "onnx" or choose(renderer, checkpoint, onnx)[0] == "onnx":
         renderer.use_onnx(onnx)
+
+
+def _large(width: int, height: int) -> bool:
+    """Frames big enough for the large-frame encode (LARGE_PRESET, LARGE_X264, one thread)."""
+    return width * height > FAST_ENCODE_PIXELS
 
 
 def _load_a2l(stem: Path, device: torch.device) -> nn.Module:

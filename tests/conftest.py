@@ -60,10 +60,10 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def running_app(checkpoints: Path, log: Path, max_seconds: float, env: dict[str, str] | None = None
-                ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The real app.py in its own process, as `bash run.sh demo` starts it, on 127.0.0.1 and a free port:
-    (its URL, the process), stopped on exit."""
+def running_app(checkpoints: Path, log: Path, max_seconds: float, env: dict[str, str] | None = None,
+                repo: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The real app.py (this checkout's, or `repo`'s) in its own process, as `bash run.sh demo` starts it, on
+    127.0.0.1 and a free port: (its URL, the process), stopped on exit. bench/first_frame.py uses it too."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -72,7 +72,7 @@ def running_app(checkpoints: Path, log: Path, max_seconds: float, env: dict[str,
         process = subprocess.Popen(
             [sys.executable, "app.py", "--checkpoints", str(checkpoints), "--host", "127.0.0.1", "--port", str(port),
              "--max-seconds", f"{max_seconds:g}"],
-            cwd=Path(__file__).parent.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=repo or Path(__file__).parent.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
