@@ -1,4 +1,5 @@
-"""L2F's backends before/after in one run: PyTorch vs ONNX Runtime, frames/s, end to end, and the frames' agreement.
+"""L2F's backends before/after in one run: PyTorch, ONNX Runtime and (on CPUs that compute it natively) PyTorch in
+bfloat16: frames/s, end to end, and each one's frames against PyTorch's float32 frames.
 
     python bench/backends.py                      # this CPU as it is
     python bench/backends.py --real ../shared/real_av/grid   # also PSNR on real clips' first frames
@@ -47,14 +48,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(real: Path | None = None) -> list[Row]:
-    from talkface.backends import cpu_class, cpu_flags
+    from talkface.backends import cpu_class, cpu_flags, native_bf16
     from talkface.pipeline import TalkingFacePipeline
     from talkface.video import read_video
 
     rows = [Row(SECTION, "CPU class (the flags that pick the kernels)",
                 f"{cpu_class()}; {' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx', 'fma'))))}")]
     work = Path(tempfile.mkdtemp(prefix="talkface-bench-"))
-    pipes = {name: TalkingFacePipeline.from_pretrained(backend=name) for name in ("torch", "onnx")}
+    names = ("torch", "onnx", "bf16") if native_bf16() else ("torch", "onnx")
+    pipes = {name: TalkingFacePipeline.from_pretrained(backend=name) for name in names}
+    rows.append(Row(SECTION, "backend the pipeline picks here (auto)",
+                    TalkingFacePipeline.from_pretrained(backend="auto").renderer.backend))
     aligned = pipes["torch"].align(PHOTO)
     photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
     for name, pipe in pipes.items():
@@ -77,19 +81,23 @@ def run(real: Path | None = None) -> list[Row]:
         rows.append(Row(SECTION, f"end to end, whole photo + living head, {name}",
                         f"RTF {sum(whole.seconds.values()) / whole.duration:.2f}"))
     a, _ = read_video(results["torch"].video_path)
-    b, _ = read_video(results["onnx"].video_path)
-    rows.append(Row(SECTION, "onnx vs torch frames, bundled example (after H.264)", f"{psnr(a, b):.1f} dB", ">= 40 dB"))
-    raw = [psnr(p.frame, q.frame) for p, q in zip(results["torch"].preview, results["onnx"].preview, strict=True)]
-    rows.append(Row(SECTION, "onnx vs torch frames, bundled example (raw, worst preview frame)", f"{min(raw):.1f} dB",
-                    ">= 40 dB"))
+    for name in names[1:]:
+        b, _ = read_video(results[name].video_path)
+        rows.append(Row(SECTION, f"{name} vs torch frames, bundled example (after H.264)", f"{psnr(a, b):.1f} dB",
+                        ">= 40 dB"))
+        raw = [psnr(p.frame, q.frame) for p, q in zip(results["torch"].preview, results[name].preview, strict=True)]
+        rows.append(Row(SECTION, f"{name} vs torch frames, bundled example (raw, worst preview frame)",
+                        f"{min(raw):.1f} dB", ">= 40 dB"))
     if real is not None:
         for clip in sorted(Path(real).glob("*.mpg")) + sorted(Path(real).glob("*.mp4")):
             frames, _ = read_video(clip)
             out = {name: pipe.run(frames[0], str(clip), out=work / f"{clip.stem}_{name}.mp4", full_frame=False,
                                   still=True, preview_frames=20) for name, pipe in pipes.items()}
-            worst = min(psnr(p.frame, q.frame) for p, q in zip(out["torch"].preview, out["onnx"].preview, strict=True))
-            rows.append(Row(SECTION, f"onnx vs torch frames, {clip.name} (raw, worst of 20)", f"{worst:.1f} dB",
-                            ">= 40 dB"))
+            for name in names[1:]:
+                worst = min(psnr(p.frame, q.frame)
+                            for p, q in zip(out["torch"].preview, out[name].preview, strict=True))
+                rows.append(Row(SECTION, f"{name} vs torch frames, {clip.name} (raw, worst of 20)", f"{worst:.1f} dB",
+                                ">= 40 dB"))
     for row in rows:
         print(f"  {row.figure}: {row.value}", flush=True)
     return rows

@@ -272,6 +272,44 @@ def _mfcc_transform(device: torch.device) -> torchaudio.transforms.MFCC:
     ).to(device)
 
 
+def vocal_tract_warp(alpha: float, energy: bool = False) -> torch.Tensor:
+    """The (12, 12) matrix M that makes an MFCC frame c (as `mfcc_windows` gives it) into M @ c, the frame of
+    the same sound from a vocal tract `alpha` times shorter (its formants `alpha` × higher; VTLP, Jaitly &
+    Hinton 2013), done on the cepstra themselves so cached windows can be warped in training.
+
+    Why: the corpus's voices are few kinds of synthesiser, and a network trained on them reads the speaker's
+    formant positions as well as the phone; warping each training clip's spectral envelope by a random
+    `alpha` (0.85–1.15 spans most adult speakers) asks it for the phone alone. The envelope is rebuilt from
+    c1..c12 on the 26 mel bands (the smooth part the features keep), read at the frequencies f / alpha
+    (piecewise linear above 4.8 kHz so the band edge stays put) and cepstrally transformed again. With
+    `energy`, coefficient 0 (the loudness) is left as it is and c1..c11 are warped.
+    """
+    first = 1
+    n = N_MFCC - 1 - (1 if energy else 0)  # cepstral coefficients present: c1..c12, or c1..c11 after the level
+    dct = torchaudio.functional.create_dct(N_MFCC, N_MELS, norm="ortho").double()  # (26, 13): log mel -> c
+    basis = dct[:, first : first + n]  # (26, n): cepstra c1.. -> their smooth log-mel envelope
+    nyquist = SAMPLE_RATE / 2
+    mel_max = 2595.0 * np.log10(1.0 + nyquist / 700.0)
+    centres_mel = np.linspace(0.0, mel_max, N_MELS + 2)[1:-1]
+    centres = 700.0 * (10.0 ** (centres_mel / 2595.0) - 1.0)  # the bands' centre frequencies (Hz)
+    knee = 0.6 * nyquist
+    source = np.where(centres <= knee, centres / alpha,
+                      knee / alpha + (centres - knee) * (nyquist - knee / alpha) / (nyquist - knee))
+    position = np.interp(source, centres, np.arange(N_MELS, dtype=np.float64))  # fractional band index
+    lo = np.floor(position).astype(int).clip(0, N_MELS - 1)
+    hi = (lo + 1).clip(max=N_MELS - 1)
+    frac = torch.as_tensor(position - lo)
+    read = torch.zeros(N_MELS, N_MELS, dtype=torch.float64)  # warped envelope = read @ envelope
+    rows = torch.arange(N_MELS)
+    read[rows, torch.as_tensor(lo)] += 1 - frac
+    read[rows, torch.as_tensor(hi)] += frac
+    core = basis.T @ read @ basis  # (n, n)
+    out = torch.eye(N_MFCC - 1, dtype=torch.float64)
+    k = 1 if energy else 0
+    out[k : k + n, k : k + n] = core
+    return out.float()
+
+
 def mfcc_windows(
     waveform: torch.Tensor | np.ndarray, fps: int = FPS, num_frames: int | None = None, energy: bool = False
 ) -> torch.Tensor:

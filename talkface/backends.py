@@ -1,4 +1,4 @@
-"""Where L2F's generator runs: PyTorch, or ONNX Runtime where it is measured faster. Chosen at run time.
+"""Where L2F's generator runs: PyTorch, ONNX Runtime, or PyTorch in bfloat16, whichever is measured fastest here.
 
 L2F is ~90% of the time of a video on a CPU. The same generator exported to ONNX (opset 20: its landmark flow
 uses affine_grid) gives the same frames (> 100 dB PSNR) and ran 1.3-1.6x PyTorch's speed on the 2-core AMD EPYC
@@ -6,6 +6,10 @@ this project is built on. No single answer holds for every CPU (PyTorch's oneDNN
 their kernels by the CPU's instructions), so ``choose`` times both on this machine, once, and remembers the answer
 per CPU, checkpoint and library versions. PyTorch is the path that always works: on CUDA, without onnxruntime,
 or when the export fails or does not match.
+
+On a CPU that computes bfloat16 natively (AVX-512 BF16 or AMX: ``native_bf16``) PyTorch's autocast to bfloat16
+is a third candidate: about twice fp32's speed there, frames within MIN_PSNR of fp32's (checked on a real face
+before it is used). Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
 
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
 is ever downloaded.
@@ -29,7 +33,8 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "bf16")
+CHOICE_VERSION = 2  # part of the remembered choice's key: a new way of choosing times the candidates again
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
 _INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
 
@@ -59,6 +64,13 @@ def cpu_class(flags: set[str] | None = None) -> str:
     if "avx512f" in flags:
         return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
     return "avx2" if "avx2" in flags else "other"
+
+
+def native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bfloat16 matrix products in hardware (AVX-512 BF16 or AMX-BF16), and PyTorch is
+    not held to AVX2; elsewhere bfloat16 is emulated and several times slower than float32."""
+    flags = cpu_flags() if flags is None else flags
+    return cpu_class(flags) == "avx512-bf16" or ("amx_bf16" in flags and cpu_class(flags) != "avx2")
 
 
 class OnnxGenerator:
@@ -96,13 +108,18 @@ class _Traced(nn.Module):
         return self.generator(given["photo"], given["heatmaps"], given.get("identity_heatmaps"), **kwargs)
 
 
-def example_inputs(renderer: Any, batch: int = 4, seed: int = 0) -> tuple[tuple, dict]:
-    """Generator inputs of the right shapes for timing and checking (a random photo and face-like landmarks)."""
+def example_inputs(renderer: Any, batch: int = 4, seed: int = 0, face: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[tuple, dict]:
+    """Generator inputs of the right shapes for timing and checking: a random photo and face-like landmarks, or
+    `face` = (aligned photo (3, 256, 256) in [-1, 1], its landmarks (68, 2)) with its mouth moved a little."""
     g = torch.Generator().manual_seed(seed)
     size = renderer.image_size
-    photo = torch.rand(3, 256, 256, generator=g) * 2 - 1
-    centre = torch.tensor([128.0, 140.0])
-    points = centre + (torch.rand(68, 2, generator=g) - 0.5) * torch.tensor([120.0, 140.0])
+    if face is None:
+        photo = torch.rand(3, 256, 256, generator=g) * 2 - 1
+        centre = torch.tensor([128.0, 140.0])
+        points = centre + (torch.rand(68, 2, generator=g) - 0.5) * torch.tensor([120.0, 140.0])
+    else:
+        photo, points = face[0].float(), face[1].float()
     prepared = renderer.prepare(photo if size == 256 else torch.nn.functional.interpolate(
         photo[None], size=(size, size), mode="area")[0], points)
     moved = points[None].repeat(batch, 1, 1) + torch.randn(batch, 68, 2, generator=g)
@@ -110,10 +127,14 @@ def example_inputs(renderer: Any, batch: int = 4, seed: int = 0) -> tuple[tuple,
 
 
 def _key(renderer: Any, checkpoint: Path) -> str:
-    import onnxruntime
+    try:
+        import onnxruntime
 
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "none"
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
-    return f"l2f-{digest}-{renderer.image_size}-torch{torch.__version__}-ort{onnxruntime.__version__}"
+    return f"l2f-{digest}-{renderer.image_size}-torch{torch.__version__}-ort{ort}"
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -175,11 +196,30 @@ def _seconds(fn, repeats: int = 3) -> float:
     return best
 
 
-def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator) -> tuple[str, dict[str, float]]:
-    """"torch" or "onnx", whichever ran the generator faster here on a batch of 4 (frames/s of each), measured
-    once per CPU, checkpoint and library versions and remembered in the cache."""
+def bf16_psnr(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """PSNR (dB) of the generator's frames under bfloat16 autocast against float32, for a real `face` (as
+    ``example_inputs`` takes it). A real face, because the error grows with fine detail: on a photo of pure noise
+    the frames differ by ~23 dB, on faces by 45-50 (docs/benchmarks.md)."""
+    args, kwargs = example_inputs(renderer, face=face)
+    fast = [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+    with torch.inference_mode():
+        reference = renderer.generator(*fast, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            frames = renderer.generator(*fast, **kwargs).float()
+    return _psnr(frames, reference)
+
+
+def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator | None,
+           bf16_face: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, dict[str, float]]:
+    """"torch", "onnx" or "bf16", whichever ran the generator fastest here on a batch of 4 (frames/s of each),
+    measured once per CPU, checkpoint and library versions and remembered in the cache. "onnx" is a candidate
+    when `onnx` is given, "bf16" when `bf16_face` is (a real face, ``bf16_psnr``) and its frames for that face
+    are within MIN_PSNR of float32's."""
     record = cache_dir() / "backends.json"
-    key = f"{_key(renderer, checkpoint)}|{cpu_model()}|{cpu_class()}|threads{torch.get_num_threads()}"
+    bf16 = bf16_face is not None
+    candidates = ["torch"] + (["onnx"] if onnx is not None else []) + (["bf16"] if bf16 else [])
+    key = (f"{_key(renderer, checkpoint)}|{cpu_model()}|{cpu_class()}|threads{torch.get_num_threads()}"
+           f"|{'+'.join(candidates)}|v{CHOICE_VERSION}")
     known = {}
     if record.exists():
         try:
@@ -191,11 +231,23 @@ def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator) -> tuple[str, d
     args, kwargs = example_inputs(renderer)
     # the PyTorch path as the pipeline runs it: channels_last images
     fast = [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+
+    def bfloat16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            renderer.generator(*fast, **kwargs)
+
+    runs = {"torch": lambda: renderer.generator(*fast, **kwargs), "onnx": lambda: onnx(*args, **kwargs),
+            "bf16": bfloat16}
+    entry: dict[str, Any] = {}
+    if bf16:
+        entry["bf16_psnr"] = round(bf16_psnr(renderer, bf16_face), 1)
+        if entry["bf16_psnr"] < MIN_PSNR:
+            log.warning("bfloat16 path not used: its frames differ from float32's (%.1f dB)", entry["bf16_psnr"])
+            candidates.remove("bf16")
     with torch.inference_mode():
-        fps = {"torch": 4 / _seconds(lambda: renderer.generator(*fast, **kwargs)),
-               "onnx": 4 / _seconds(lambda: onnx(*args, **kwargs))}
+        fps = {name: 4 / _seconds(runs[name]) for name in candidates}
     best = max(fps, key=fps.get)
-    known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}}
+    known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, **entry}
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known, indent=1))

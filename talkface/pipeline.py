@@ -12,6 +12,7 @@ is small: the waveform, its MFCCs and the landmark tracks (T x 68 x 2); a 10-min
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from torch import nn
 
 from talkface import drawing
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
-from talkface.backends import BACKENDS, choose, onnx_generator
+from talkface.backends import BACKENDS, choose, native_bf16, onnx_generator
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
@@ -50,10 +51,12 @@ from talkface.video import VideoWriter
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
 DEFAULT_A2L = "baseline"
+log = logging.getLogger(__name__)
 MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
 WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
+EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example, also the bf16 path's check
 FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_PRESET
 LARGE_PRESET = "superfast"
 # ...with x264's B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
@@ -188,7 +191,8 @@ class TalkingFacePipeline:
         """Load the A2L checkpoint `a2l_<a2l>`, `l2f` and `word_detector` from `checkpoint_dir` (default: the
         bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file.
         `backend` (default ``TALKFACE_BACKEND``, else "auto"): where L2F's generator runs on a CPU: "torch",
-        "onnx" (ONNX Runtime) or "auto", whichever is faster on this machine (``talkface.backends``)."""
+        "onnx" (ONNX Runtime), "bf16" (PyTorch in bfloat16, only on CPUs that compute it natively) or "auto",
+        whichever is fastest on this machine (``talkface.backends``)."""
         if a2l not in ABLATIONS:
             raise CheckpointError(f"There is no A2L model '{a2l}'; choose one of {', '.join(ABLATIONS)}.")
         root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
@@ -501,14 +505,40 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
         raise TalkFaceError(f"The backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
     if backend == "torch" or renderer.device.type != "cpu":
         return
-    onnx = onnx_generator(renderer, checkpoint)
-    if onnx is None:
-        if backend == "onnx":
-            raise TalkFaceError("The ONNX Runtime backend is not available here (is onnxruntime installed?); "
-                                "use the torch or auto backend.")
+    bf16 = native_bf16()
+    if backend == "bf16":
+        if not bf16:
+            raise TalkFaceError("This CPU does not compute bfloat16 natively (it needs AVX-512 BF16 or AMX), where "
+                                "the bf16 backend would be several times slower: use the torch, onnx or auto backend.")
+        renderer.use_bf16()
         return
-    if backend == "onnx" or choose(renderer, checkpoint, onnx)[0] == "onnx":
+    onnx = onnx_generator(renderer, checkpoint)
+    if onnx is None and backend == "onnx":
+        raise TalkFaceError("The ONNX Runtime backend is not available here (is onnxruntime installed?); "
+                            "use the torch or auto backend.")
+    if backend == "onnx":
         renderer.use_onnx(onnx)
+        return
+    face = _example_face() if bf16 else None
+    if onnx is None and face is None:
+        return
+    best = choose(renderer, checkpoint, onnx, face)[0]
+    if best == "onnx":
+        renderer.use_onnx(onnx)
+    elif best == "bf16":
+        renderer.use_bf16()
+
+
+def _example_face() -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The bundled example photo, aligned, as (3, 256, 256) in [-1, 1] and (68, 2): the real face the bfloat16
+    path is checked on before it is used (None, and no bfloat16, if it cannot be read)."""
+    try:
+        aligned = TalkingFacePipeline.align(EXAMPLE_PHOTO)
+    except (OSError, TalkFaceError) as exc:
+        log.warning("bfloat16 path not tried: the example photo %s could not be used (%s)", EXAMPLE_PHOTO, exc)
+        return None
+    photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+    return photo, torch.from_numpy(aligned.landmarks).float()
 
 
 def _large(width: int, height: int) -> bool:

@@ -39,13 +39,19 @@ class L2FRenderer:
         self.image_size = image_size
         self.heatmap_scale = heatmap_scale
         self.heatmap_sigma = heatmap_sigma
-        self.backend = "torch"  # or "onnx": talkface.backends, chosen by the pipeline
+        self.backend = "torch"  # or "onnx", "bf16": talkface.backends, chosen by the pipeline
         self._onnx = None
 
     def use_onnx(self, onnx) -> None:
         """Run the generator through ONNX Runtime (a ``backends.OnnxGenerator``), or PyTorch again with None."""
         self._onnx = onnx
         self.backend = "torch" if onnx is None else "onnx"
+
+    def use_bf16(self, on: bool = True) -> None:
+        """Run the generator in PyTorch under bfloat16 autocast (frames still float32), or in float32 again.
+        Only where the CPU computes bfloat16 natively: ``backends.native_bf16``; the pipeline checks."""
+        self._onnx = None
+        self.backend = "bf16" if on else "torch"
 
     @classmethod
     def from_checkpoint(cls, stem: str | os.PathLike, device: str | torch.device | None = None) -> L2FRenderer:
@@ -98,6 +104,9 @@ class L2FRenderer:
         args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
         if self._onnx is not None:
             return self._onnx(*args, **kwargs)
+        if self.backend == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.generator(*args, **kwargs).float()
         return self.generator(*args, **kwargs)
 
     @torch.inference_mode()

@@ -49,11 +49,12 @@ def test_without_onnxruntime_auto_is_pytorch_and_onnx_says_so(tiny_checkpoints, 
     import talkface.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "onnx_generator", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "native_bf16", lambda: False)  # a plain CPU: nothing else to choose from
     auto = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="auto")
     assert auto.renderer.backend == "torch"
     with pytest.raises(TalkFaceError, match="ONNX Runtime backend is not available"):
         TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="onnx")
-    with pytest.raises(TalkFaceError, match="must be one of auto, torch, onnx"):
+    with pytest.raises(TalkFaceError, match="must be one of auto, torch, onnx, bf16"):
         TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="fast")
 
 
@@ -65,3 +66,43 @@ def test_cpu_class_reads_the_flags(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # PyTorch held to AVX2: the stand-in for a plain CPU
     assert backends.cpu_class({"avx2", "avx512f"}) == "avx2"
 
+
+
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert backends.native_bf16({"avx2", "avx512f", "avx512_bf16"})
+    assert backends.native_bf16({"avx2", "avx512f", "amx_bf16", "amx_tile"})
+    assert not backends.native_bf16({"avx2", "avx512f"}) and not backends.native_bf16({"avx2", "fma"})
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # held to AVX2: PyTorch's bf16 kernels are emulated there
+    assert not backends.native_bf16({"avx2", "avx512f", "avx512_bf16"})
+
+
+def test_the_bf16_backend_is_refused_on_a_cpu_without_it(tiny_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    import talkface.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "native_bf16", lambda: False)
+    with pytest.raises(TalkFaceError, match="does not compute bfloat16 natively"):
+        TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="bf16")
+    auto = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="auto")
+    assert auto.renderer.backend in ("torch", "onnx")  # never timed where it is emulated
+    assert '"bf16' not in (tmp_path / "cache" / "backends.json").read_text()
+
+
+def test_the_bf16_backend_gives_nearly_the_frames_of_float32(tiny_checkpoints, tmp_path, monkeypatch):
+    """Run on any CPU (emulated bfloat16 is only slow): the frames of a bf16 run against float32's, and auto's
+    record of the candidates it timed, with the bf16 frames' PSNR."""
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    import talkface.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "native_bf16", lambda: True)
+    torch_pipe = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="torch")
+    bf16_pipe = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="bf16")
+    assert bf16_pipe.renderer.backend == "bf16"
+    a = torch_pipe.run(PHOTO, SPEECH, out=tmp_path / "t.mp4", full_frame=False, still=True, preview_frames=12)
+    b = bf16_pipe.run(PHOTO, SPEECH, out=tmp_path / "b.mp4", full_frame=False, still=True, preview_frames=12)
+    scores = [psnr(p.frame, q.frame) for p, q in zip(a.preview, b.preview, strict=True)]
+    assert min(scores) >= 35 and min(scores) < float("inf")  # close, and really computed another way
+    auto = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="auto")
+    record = (tmp_path / "cache" / "backends.json").read_text()
+    assert '"bf16_psnr"' in record and auto.renderer.backend in ("torch", "onnx", "bf16")

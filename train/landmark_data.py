@@ -10,6 +10,7 @@ measure LMD in crop pixels. The app does the same with the photo's pose.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -228,6 +229,28 @@ def channel_augment(mfcc: torch.Tensor, offset: float) -> torch.Tensor:
         return mfcc
     std = mfcc.flatten(0, 2).std(dim=0)  # (12,) per coefficient, over the batch
     return mfcc + offset * std * torch.randn(mfcc.shape[0], 1, 1, mfcc.shape[-1], device=mfcc.device)
+
+
+@functools.cache
+def _warp_bank(amount: float, energy: bool, steps: int = 33) -> tuple[torch.Tensor, torch.Tensor]:
+    """VTLP factors evenly over [1 - amount, 1 + amount] and their cepstral matrices (built once per run)."""
+    alphas = torch.linspace(1 - amount, 1 + amount, steps)
+    return alphas, torch.stack([audio.vocal_tract_warp(float(a), energy) for a in alphas])
+
+
+def speaker_augment(mfcc: torch.Tensor, amount: float, energy: bool = False) -> torch.Tensor:
+    """Each clip's MFCCs (B, T, 28, 12) as if spoken by a vocal tract scaled by a random factor in
+    [1 - amount, 1 + amount] (`audio.vocal_tract_warp`; VTLP, Jaitly & Hinton 2013).
+
+    Why: the corpus's ~720 voices come from a handful of synthesisers; longer training fits them better and
+    real speakers worse (docs/real_video.md), so every clip is given a different formant scale each time.
+    """
+    if amount <= 0:
+        return mfcc
+    _, bank = _warp_bank(float(amount), bool(energy))
+    pick = torch.randint(len(bank), (mfcc.shape[0],))
+    matrices = bank[pick].to(mfcc.device, mfcc.dtype)  # (B, 12, 12)
+    return torch.einsum("btwc,bdc->btwd", mfcc, matrices)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -63,6 +63,7 @@ from train.landmark_data import (
     features,
     learning_rate,
     load_data,
+    speaker_augment,
     to_batch,
     write_model_card,
 )
@@ -89,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of L2 on the frame-to-frame motion (ours, an experiment; losses.velocity_loss)")
     p.add_argument("--mfcc-offset", type=float, default=0.0,
                    help="channel augmentation: a random cepstral offset per clip, N(0, this × std) (0: off)")
+    p.add_argument("--vtlp", type=float, default=0.0,
+                   help="speaker augmentation: each clip's formants scaled by a random factor in 1 ± this (VTLP; "
+                        "ours, an experiment; 0: off)")
     p.add_argument("--tr-hinge", action="store_true",
                    help="hinge L_tr at the ground truth's MI, max(0, MI_true - MI_pred) (ours; see losses.py)")
     p.add_argument("--detector", default=str(bundled("word_detector")), help="word detector checkpoint stem")
@@ -192,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     def step(items) -> dict[str, torch.Tensor]:
         batch = to_batch(items, run.device)
-        mfcc = channel_augment(batch.mfcc, args.mfcc_offset)
+        mfcc = speaker_augment(batch.mfcc, args.vtlp, bool(manifest.get("energy", False)))
+        mfcc = channel_augment(mfcc, args.mfcc_offset)
         pred = model(mfcc, batch.ref)
         losses = {"l_rec": landmark_l2(pred, batch.landmarks)}
         if args.lambda_wd > 0:
