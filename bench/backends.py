@@ -4,6 +4,7 @@ bfloat16: frames/s, end to end, and each one's frames against PyTorch's float32 
     python bench/backends.py                      # this CPU as it is
     python bench/backends.py --real ../shared/real_av/grid   # also PSNR on real clips' first frames
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/backends.py   # PyTorch held to AVX2
+    python bench/backends.py --wav2lip ~/src/Wav2Lip   # also Wav2Lip's generator, from a checkout of its repo
 
 The CPU's class and flags head the table. With PyTorch held to AVX2 on an AVX-512 machine, only PyTorch's
 figures stand in for a plain CPU: ONNX Runtime has no such switch and still uses AVX-512 there.
@@ -42,16 +43,42 @@ def frames_per_second(pipe, prepared, batch: int, repeats: int = 5) -> float:
     return batch / best
 
 
+def wav2lip_frames_per_second(root: Path, batch: int, bf16: bool = False, repeats: int = 5) -> float:
+    """Wav2Lip's generator (models.Wav2Lip of a checkout at `root`; random weights: only its speed is measured)
+    on a batch of its own inputs (mel windows 1x80x16, masked face + reference 6x96x96), as its inference runs it."""
+    sys.path.insert(0, str(root))
+    try:
+        from models import Wav2Lip
+    finally:
+        sys.path.remove(str(root))
+    model = Wav2Lip().eval()
+    mel, faces = torch.randn(batch, 1, 80, 16), torch.rand(batch, 6, 96, 96)
+
+    def once() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(mel, faces)
+
+    with torch.inference_mode():
+        once()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            once()
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = ((a.astype(np.float64) - b) ** 2).mean()
     return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
-def run(real: Path | None = None) -> list[Row]:
+def run(real: Path | None = None, wav2lip: Path | None = None) -> list[Row]:
     from talkface.backends import cpu_class, cpu_flags, native_bf16
     from talkface.pipeline import TalkingFacePipeline
     from talkface.video import read_video
 
+    best_l2f = 0.0
     rows = [Row(SECTION, "CPU class (the flags that pick the kernels)",
                 f"{cpu_class()}; {' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx', 'fma'))))}")]
     work = Path(tempfile.mkdtemp(prefix="talkface-bench-"))
@@ -66,6 +93,15 @@ def run(real: Path | None = None) -> list[Row]:
         fps = {b: frames_per_second(pipe, prepared, b) for b in (1, 4, 8)}
         rows.append(Row(SECTION, f"L2F generator, {name}, frames/s by batch",
                         ", ".join(f"b{b}: {v:.1f}" for b, v in fps.items()), ">= 2x Wav2Lip at 96²"))
+        best_l2f = max(best_l2f, fps[4])
+    if wav2lip is not None:
+        for bf16 in (False, True) if "bf16" in names else (False,):
+            fps = {b: wav2lip_frames_per_second(wav2lip, b, bf16) for b in (1, 4, 8)}
+            rows.append(Row(SECTION, f"Wav2Lip's generator at 96², {'bf16' if bf16 else 'fp32, as it ships'}, "
+                                     "frames/s by batch", ", ".join(f"b{b}: {v:.1f}" for b, v in fps.items())))
+            if not bf16:
+                rows.append(Row(SECTION, "L2F (fastest path here) / Wav2Lip (as it ships), batch 4",
+                                f"{best_l2f / fps[4]:.2f}x", ">= 2x"))
     results = {}
     for name, pipe in pipes.items():
         pipe.run(PHOTO, SPEECH, out=work / "warm.mp4", full_frame=False, still=True)
@@ -106,10 +142,11 @@ def run(real: Path | None = None) -> list[Row]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", type=Path, help="a folder of real clips (GRID .mpg, .mp4) for the PSNR rows")
+    parser.add_argument("--wav2lip", type=Path, help="a checkout of github.com/Rudrabha/Wav2Lip: time its generator")
     args = parser.parse_args(argv)
     header = machine_line()
     print(header, flush=True)
-    report("Backends", run(args.real), header=header)
+    report("Backends", run(args.real, args.wav2lip), header=header)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,11 @@ def _key(renderer: Any, checkpoint: Path) -> str:
     except ImportError:
         ort = "none"
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
-    return f"l2f-{digest}-{renderer.image_size}-torch{torch.__version__}-ort{ort}"
+    # the generator's code too: an export traced from older code would run the older graph
+    from talkface.models import l2f
+
+    code = hashlib.sha256(Path(l2f.__file__).read_bytes()).hexdigest()[:8]
+    return f"l2f-{digest}-{code}-{renderer.image_size}-torch{torch.__version__}-ort{ort}"
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -209,23 +213,42 @@ def bf16_psnr(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> float:
     return _psnr(frames, reference)
 
 
-def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator | None,
-           bf16_face: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, dict[str, float]]:
-    """"torch", "onnx" or "bf16", whichever ran the generator fastest here on a batch of 4 (frames/s of each),
-    measured once per CPU, checkpoint and library versions and remembered in the cache. "onnx" is a candidate
-    when `onnx` is given, "bf16" when `bf16_face` is (a real face, ``bf16_psnr``) and its frames for that face
-    are within MIN_PSNR of float32's."""
+def candidates() -> list[str]:
+    """The backends worth timing on this machine: PyTorch always, ONNX Runtime if installed, bfloat16 where the
+    CPU computes it natively. Known without loading anything, so a remembered choice costs no export or session."""
+    import importlib.util
+
+    return (["torch"] + (["onnx"] if importlib.util.find_spec("onnxruntime") is not None else [])
+            + (["bf16"] if native_bf16() else []))
+
+
+def _record_key(renderer: Any, checkpoint: Path, names: list[str]) -> str:
+    return (f"{_key(renderer, checkpoint)}|{cpu_model()}|{cpu_class()}|threads{torch.get_num_threads()}"
+            f"|{'+'.join(names)}|v{CHOICE_VERSION}")
+
+
+def _records() -> dict[str, Any]:
     record = cache_dir() / "backends.json"
-    bf16 = bf16_face is not None
-    candidates = ["torch"] + (["onnx"] if onnx is not None else []) + (["bf16"] if bf16 else [])
-    key = (f"{_key(renderer, checkpoint)}|{cpu_model()}|{cpu_class()}|threads{torch.get_num_threads()}"
-           f"|{'+'.join(candidates)}|v{CHOICE_VERSION}")
-    known = {}
-    if record.exists():
-        try:
-            known = json.loads(record.read_text())
-        except ValueError:
-            known = {}
+    try:
+        return json.loads(record.read_text()) if record.exists() else {}
+    except ValueError:
+        return {}
+
+
+def remembered(renderer: Any, checkpoint: Path, names: list[str]) -> str | None:
+    """The backend chosen before on this machine for these candidates, or None if they were never timed here."""
+    entry = _records().get(_record_key(renderer, checkpoint, names))
+    return entry["backend"] if entry else None
+
+
+def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerator | None = None,
+           bf16_face: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, dict[str, float]]:
+    """"torch", "onnx" or "bf16", whichever of `names` (``candidates()``) ran the generator fastest here on a
+    batch of 4 (frames/s of each), measured once per CPU, checkpoint and library versions and remembered in the
+    cache (``remembered``). "onnx" runs if `onnx` is given, "bf16" if `bf16_face` is (a real face, ``bf16_psnr``)
+    and its frames for that face are within MIN_PSNR of float32's; a candidate that cannot run is left out."""
+    key = _record_key(renderer, checkpoint, names)
+    known = _records()
     if key in known:
         return known[key]["backend"], known[key]["fps"]
     args, kwargs = example_inputs(renderer)
@@ -238,16 +261,19 @@ def choose(renderer: Any, checkpoint: Path, onnx: OnnxGenerator | None,
 
     runs = {"torch": lambda: renderer.generator(*fast, **kwargs), "onnx": lambda: onnx(*args, **kwargs),
             "bf16": bfloat16}
+    timed = [n for n in names if n == "torch" or (n == "onnx" and onnx is not None)
+             or (n == "bf16" and bf16_face is not None)]
     entry: dict[str, Any] = {}
-    if bf16:
+    if "bf16" in timed:
         entry["bf16_psnr"] = round(bf16_psnr(renderer, bf16_face), 1)
         if entry["bf16_psnr"] < MIN_PSNR:
             log.warning("bfloat16 path not used: its frames differ from float32's (%.1f dB)", entry["bf16_psnr"])
-            candidates.remove("bf16")
+            timed.remove("bf16")
     with torch.inference_mode():
-        fps = {name: 4 / _seconds(runs[name]) for name in candidates}
+        fps = {name: 4 / _seconds(runs[name]) for name in timed}
     best = max(fps, key=fps.get)
     known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, **entry}
+    record = cache_dir() / "backends.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known, indent=1))

@@ -28,7 +28,7 @@ from torch import nn
 
 from talkface import drawing
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
-from talkface.backends import BACKENDS, choose, native_bf16, onnx_generator
+from talkface.backends import BACKENDS, candidates, choose, native_bf16, onnx_generator, remembered
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
@@ -500,31 +500,35 @@ class TalkingFacePipeline:
 
 
 def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> None:
-    """Put L2F's generator on the backend asked for (``talkface.backends``); PyTorch where nothing else applies."""
+    """Put L2F's generator on the backend asked for (``talkface.backends``); PyTorch where nothing else applies.
+    "auto" looks up the choice remembered on this machine first: then only the chosen backend is loaded."""
     if backend not in BACKENDS:
         raise TalkFaceError(f"The backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
     if backend == "torch" or renderer.device.type != "cpu":
         return
-    bf16 = native_bf16()
     if backend == "bf16":
-        if not bf16:
+        if not native_bf16():
             raise TalkFaceError("This CPU does not compute bfloat16 natively (it needs AVX-512 BF16 or AMX), where "
                                 "the bf16 backend would be several times slower: use the torch, onnx or auto backend.")
         renderer.use_bf16()
         return
-    onnx = onnx_generator(renderer, checkpoint)
-    if onnx is None and backend == "onnx":
-        raise TalkFaceError("The ONNX Runtime backend is not available here (is onnxruntime installed?); "
-                            "use the torch or auto backend.")
     if backend == "onnx":
+        onnx = onnx_generator(renderer, checkpoint)
+        if onnx is None:
+            raise TalkFaceError("The ONNX Runtime backend is not available here (is onnxruntime installed?); "
+                                "use the torch or auto backend.")
         renderer.use_onnx(onnx)
         return
-    face = _example_face() if bf16 else None
-    if onnx is None and face is None:
+    names = candidates()
+    if names == ["torch"]:
         return
-    best = choose(renderer, checkpoint, onnx, face)[0]
+    best, onnx = remembered(renderer, checkpoint, names), None
+    if best is None:
+        onnx = onnx_generator(renderer, checkpoint) if "onnx" in names else None
+        face = _example_face() if "bf16" in names else None
+        best = choose(renderer, checkpoint, names, onnx, face)[0]
     if best == "onnx":
-        renderer.use_onnx(onnx)
+        renderer.use_onnx(onnx or onnx_generator(renderer, checkpoint))
     elif best == "bf16":
         renderer.use_bf16()
 

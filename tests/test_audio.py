@@ -339,3 +339,22 @@ def test_the_energy_coefficient_is_the_relative_loudness(speech16k):
     soft = mfcc_windows(0.5 * wave, energy=True)[:, 14, 0].numpy()
     assert np.abs(soft - level)[level > -6].max() < 0.05
     assert np.abs(soft - level).max() < 1.0  # the log's floor moves only the quietest frames, a little
+
+
+def test_vocal_tract_warp_moves_the_formants_and_keeps_the_level():
+    """VTLP on the cepstra (train_a2l --vtlp): 1 changes nothing; > 1 moves an envelope's peak up the mel bands."""
+    import torchaudio
+
+    from talkface.audio import N_MELS, N_MFCC, vocal_tract_warp
+
+    assert torch.allclose(vocal_tract_warp(1.0), torch.eye(N_MFCC - 1), atol=1e-5)
+    dct = torchaudio.functional.create_dct(N_MFCC, N_MELS, norm="ortho").double()
+    bands = torch.arange(N_MELS, dtype=torch.float64)
+    envelope = torch.exp(-0.5 * ((bands - 8) / 2.0) ** 2)  # one formant at band 8
+    cepstra = (envelope @ dct)[1:]  # c1..c12, as the features keep them
+    for alpha, direction in ((1.15, 1), (0.85, -1)):
+        warped = vocal_tract_warp(alpha).double() @ cepstra
+        rebuilt = dct[:, 1:] @ warped
+        assert direction * (int(rebuilt.argmax()) - int((dct[:, 1:] @ cepstra).argmax())) >= 1
+    energy = vocal_tract_warp(1.15, energy=True)
+    assert energy[0, 0] == 1 and energy[0, 1:].abs().max() == 0 and energy[1:, 0].abs().max() == 0
