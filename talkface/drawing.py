@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from talkface.audio import FPS, SAMPLE_RATE
 from talkface.checkpoints import ABLATIONS
@@ -16,6 +15,8 @@ from talkface.face import CROP_SIZE, AlignedFace, mouth_opening
 from talkface.heatmaps import draw_landmarks, heatmap_image
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from talkface.pipeline import TalkingFaceResult
 
 
@@ -79,6 +80,8 @@ def aligned_preview(aligned: AlignedFace) -> np.ndarray:
 
 def mouth_opening_figure(result: TalkingFaceResult) -> Figure:
     """Speech waveform above, mouth opening of every landmark track below, on one time axis."""
+    from matplotlib.figure import Figure  # here: matplotlib's import is a third of a second the CLI never needs
+
     fig = Figure(figsize=(8, 4), layout="constrained")
     wave_ax, mouth_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.4])
     wave = result.waveform
