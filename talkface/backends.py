@@ -1,15 +1,16 @@
 """Where L2F's generator runs: PyTorch, ONNX Runtime, or PyTorch in bfloat16, whichever is measured fastest here.
 
 L2F is ~90% of the time of a video on a CPU. The same generator exported to ONNX (opset 20: its landmark flow
-uses affine_grid) gives the same frames (> 100 dB PSNR) and ran 1.3-1.6x PyTorch's speed on the 2-core AMD EPYC
-this project is built on. No single answer holds for every CPU (PyTorch's oneDNN and ONNX Runtime's MLAS pick
-their kernels by the CPU's instructions), so ``choose`` times both on this machine, once, and remembers the answer
-per CPU, checkpoint and library versions. PyTorch is the path that always works: on CUDA, without onnxruntime,
-or when the export fails or does not match.
+uses affine_grid) gives the same frames (> 88 dB PSNR). No single answer holds for every CPU (PyTorch's oneDNN and
+ONNX Runtime's MLAS pick their kernels by the CPU's instructions), so ``choose`` times the candidates on this
+machine, once, and remembers the answer per CPU, checkpoint, generator code and library versions (``remembered``
+reads it back before anything is loaded). PyTorch is the path that always works: on CUDA, without onnxruntime, or
+when the export fails or does not match.
 
 On a CPU that computes bfloat16 natively (AVX-512 BF16 or AMX: ``native_bf16``) PyTorch's autocast to bfloat16
-is a third candidate: about twice fp32's speed there, frames within MIN_PSNR of fp32's (checked on a real face
-before it is used). Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
+is a third candidate: 1.6-1.7x float32's speed on the 2-core AMD EPYC this project is built on, frames 66-69 dB
+from float32's on real faces (the generator keeps its flow, warp and blend in float32), and checked on the bundled
+face before it is used. Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
 
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
 is ever downloaded.
