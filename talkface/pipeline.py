@@ -394,7 +394,7 @@ class TalkingFacePipeline:
         """The generator's frame for the photo's own landmarks: how it renders this face at rest (its colour
         cast, which the paste-back removes)."""
         renderer = self.renderer
-        photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+        photo = _photo_tensor(aligned)
         points = torch.from_numpy(aligned.landmarks)[None].float()
         frame = _to_uint8(renderer(photo, points[0], points))[0]
         return frame
@@ -412,7 +412,7 @@ class TalkingFacePipeline:
         s = renderer.image_size
         num_frames = len(tracks[name])
         keep = set(np.linspace(0, num_frames - 1, min(num_frames, preview_frames)).round().astype(int).tolist())
-        photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+        photo = _photo_tensor(aligned)
         identity = renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
         preview = []
         with ExitStack() as stack:
@@ -541,8 +541,12 @@ def _example_face() -> tuple[torch.Tensor, torch.Tensor] | None:
     except (OSError, TalkFaceError) as exc:
         log.warning("bfloat16 path not tried: the example photo %s could not be used (%s)", EXAMPLE_PHOTO, exc)
         return None
-    photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
-    return photo, torch.from_numpy(aligned.landmarks).float()
+    return _photo_tensor(aligned), torch.from_numpy(aligned.landmarks).float()
+
+
+def _photo_tensor(aligned: AlignedFace) -> torch.Tensor:
+    """The aligned crop as the generator takes it: (3, 256, 256) float in [-1, 1]."""
+    return torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def _large(width: int, height: int) -> bool:
