@@ -57,6 +57,10 @@ CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATION
 WORD_STRIDE = 12  # about half a second between read-out windows
 MIN_PHOTO_SIDE = 64
 EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example, also the bf16 path's check
+# The shortest streamed piece: Gradio's streaming output decodes each piece's sound and fails on one of a frame or
+# two (640 samples, under one AAC frame: "Output file #0 does not contain any stream"), failing the request;
+# a short remainder joins the piece before it, a video this short is not streamed.
+MIN_SEGMENT_FRAMES = 5
 FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_PRESET
 LARGE_PRESET = "superfast"
 # ...with x264's B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
@@ -363,7 +367,9 @@ class TalkingFacePipeline:
             with _timed(seconds, "paste"):
                 paste = PasteBack(aligned, max_side, region="lower" if still else "face",
                                   rest=self._rest_frame(aligned), extent=tracks[name])
-        chunks = None if on_chunk is None else (on_chunk, max(1, round(chunk_seconds * FPS)))
+        # a video too short to be cut into pieces Gradio can stream is just shown when done (MIN_SEGMENT_FRAMES)
+        streamable = on_chunk is not None and len(tracks[name]) >= MIN_SEGMENT_FRAMES
+        chunks = (on_chunk, max(1, round(chunk_seconds * FPS))) if streamable else None
         preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
                                  batch_size, preview_frames, seconds, report, eyes_open, chunks)
         report(1.0, "Done")
@@ -466,6 +472,8 @@ class TalkingFacePipeline:
                             t = start + i
                             if segment is None:
                                 segment_start, segment_frames = t, min(chunks[1] << segments, 2 * FPS)
+                                if num_frames - t - segment_frames < MIN_SEGMENT_FRAMES:
+                                    segment_frames = num_frames - t  # no short piece at the end: see below
                                 samples = speech.waveform[t * SAMPLE_RATE // FPS :
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
