@@ -201,12 +201,18 @@ def _seconds(fn, repeats: int = 3) -> float:
     return best
 
 
+def _channels_last(args: tuple) -> list:
+    """The generator's image inputs as the pipeline gives PyTorch's path: channels_last."""
+    return [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+
+
 def bf16_psnr(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> float:
     """PSNR (dB) of the generator's frames under bfloat16 autocast against float32, for a real `face` (as
-    ``example_inputs`` takes it). A real face, because the error grows with fine detail: on a photo of pure noise
-    the frames differ by ~23 dB, on faces by 45-50 (docs/benchmarks.md)."""
+    ``example_inputs`` takes it). A real face, because the error grows with fine detail: on a photo of pure
+    noise the frames differ far more than on faces (60 against 66-69 dB, and 23 against 43-49 before the flow and
+    warp were kept in float32; docs/benchmarks.md)."""
     args, kwargs = example_inputs(renderer, face=face)
-    fast = [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+    fast = _channels_last(args)
     with torch.inference_mode():
         reference = renderer.generator(*fast, **kwargs)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -253,8 +259,7 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
     if key in known:
         return known[key]["backend"], known[key]["fps"]
     args, kwargs = example_inputs(renderer)
-    # the PyTorch path as the pipeline runs it: channels_last images
-    fast = [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
+    fast = _channels_last(args)
 
     def bfloat16() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -232,10 +232,10 @@ def channel_augment(mfcc: torch.Tensor, offset: float) -> torch.Tensor:
 
 
 @functools.cache
-def _warp_bank(amount: float, energy: bool, steps: int = 33) -> tuple[torch.Tensor, torch.Tensor]:
-    """VTLP factors evenly over [1 - amount, 1 + amount] and their cepstral matrices (built once per run)."""
+def _warp_bank(amount: float, energy: bool, steps: int = 33) -> torch.Tensor:
+    """The cepstral matrices of VTLP factors evenly over [1 - amount, 1 + amount] (built once per run)."""
     alphas = torch.linspace(1 - amount, 1 + amount, steps)
-    return alphas, torch.stack([audio.vocal_tract_warp(float(a), energy) for a in alphas])
+    return torch.stack([audio.vocal_tract_warp(float(a), energy) for a in alphas])
 
 
 def speaker_augment(mfcc: torch.Tensor, amount: float, energy: bool = False) -> torch.Tensor:
@@ -247,7 +247,7 @@ def speaker_augment(mfcc: torch.Tensor, amount: float, energy: bool = False) -> 
     """
     if amount <= 0:
         return mfcc
-    _, bank = _warp_bank(float(amount), bool(energy))
+    bank = _warp_bank(float(amount), bool(energy))
     pick = torch.randint(len(bank), (mfcc.shape[0],))
     matrices = bank[pick].to(mfcc.device, mfcc.dtype)  # (B, 12, 12)
     return torch.einsum("btwc,bdc->btwd", mfcc, matrices)
