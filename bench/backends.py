@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+import talkface  # noqa: F401, I001 - first: OpenMP's spin-wait set as the CLI and the app have it
+import torch
 
 from bench.harness import PHOTO, SPEECH, Row, machine_line, report
 

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# isort: off
+import talkface  # noqa: F401 - before torch: it sets OpenMP's spin-wait, which the CLI and the app run with
+# isort: on
 import numpy as np
 import soundfile as sf
 import torch

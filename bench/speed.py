@@ -34,10 +34,11 @@ from unittest import mock
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+import talkface  # noqa: F401, I001 - first: OpenMP's spin-wait set as the CLI and the app have it
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.harness import (
     PHOTO,

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+import talkface  # noqa: F401, I001 - first: OpenMP's spin-wait set as the CLI and the app have it
+import torch
+import torch.nn.functional as F
 
 from bench.harness import Row, default_device, fresh_python, machine_line, report, seconds_per_call
 from talkface.data.lrw import CLIP_FRAMES

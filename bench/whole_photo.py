@@ -114,7 +114,7 @@ def run(quick: bool = False, work: Path | None = None, skip_memory: bool = False
     for seconds in () if skip_memory else ((2.0, 6.0) if quick else (5.0, 30.0)):
         args = [__file__, "--child", str(seconds), "--photo", str(big), "--checkpoints", str(checkpoints),
                 "--work", str(work)]
-        m = fresh_python(args, {"OMP_WAIT_POLICY": "PASSIVE"}, timeout=max(600.0, 20 * seconds))[0]
+        m = fresh_python(args, {}, timeout=max(600.0, 20 * seconds))[0]
         rows.append(Row(SECTION, f"peak RSS, whole photo 1024x1280, {seconds:g} s of speech ({m['frames']} frames)",
                         f"{m['peak_rss_mib']:.0f} MiB", "flat in the audio's length"))
         print(f"  {rows[-1].figure}: {rows[-1].value}", flush=True)

@@ -47,7 +47,7 @@ from talkface.face import (
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
 from talkface.tempdir import new_dir
-from talkface.video import VideoWriter
+from talkface.video import VideoWriter, h264_encoders
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
 DEFAULT_A2L = "baseline"
@@ -61,11 +61,13 @@ EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example,
 # two (640 samples, under one AAC frame: "Output file #0 does not contain any stream"), failing the request;
 # a short remainder joins the piece before it, a video this short is not streamed.
 MIN_SEGMENT_FRAMES = 5
-FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_PRESET
-LARGE_PRESET = "superfast"
-# ...with x264's B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
+FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_CODEC (or LARGE_PRESET)
+# OpenH264 where the bundled ffmpeg has it: half x264's CPU time on a whole photo (talkface.video); otherwise x264
+# superfast with B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
 # photo (1024x1280, 137 frames) 0.62 CPU-s against plain superfast's 1.16, 179 kB against 624, 41.0 dB against
-# 43.2 from the frames given; one thread does not fight L2F's two
+# 43.2 from the frames given. One thread either way, which does not fight L2F's two.
+LARGE_CODEC = "libopenh264"
+LARGE_PRESET = "superfast"
 LARGE_X264 = "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"
 
 Progress = Callable[[float, str], None]
@@ -429,7 +431,8 @@ class TalkingFacePipeline:
                 large = _large(width, height)
                 return stack.enter_context(VideoWriter(
                     path, (width, height), FPS, soundtrack=speech, preset=LARGE_PRESET if large else "veryfast",
-                    x264=LARGE_X264 if large else None, threads=1 if large else None))
+                    x264=LARGE_X264 if large else None, threads=1 if large else None,
+                    codec=_large_codec() if large else "libx264"))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
@@ -477,9 +480,11 @@ class TalkingFacePipeline:
                                     segment_frames = num_frames - t  # no short piece at the end: see below
                                 samples = speech.waveform[t * SAMPLE_RATE // FPS :
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
+                                large = _large(*main.size)
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
                                                       (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
-                                                      preset="ultrafast", threads=1 if _large(*main.size) else None)
+                                                      preset="ultrafast", threads=1 if large else None,
+                                                      codec=_large_codec() if large else "libx264")
                                 segments += 1
                             segment.write(picture)
                             if t + 1 - segment_start == segment_frames:
@@ -558,8 +563,13 @@ def _photo_tensor(aligned: AlignedFace) -> torch.Tensor:
     return torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
 
 
+def _large_codec() -> str:
+    """The encoder for big frames: LARGE_CODEC where ffmpeg has it, x264 otherwise."""
+    return LARGE_CODEC if LARGE_CODEC in h264_encoders() else "libx264"
+
+
 def _large(width: int, height: int) -> bool:
-    """Frames big enough for the large-frame encode (LARGE_PRESET, LARGE_X264, one thread)."""
+    """Frames big enough for the large-frame encode (LARGE_CODEC or LARGE_PRESET and LARGE_X264, one thread)."""
     return width * height > FAST_ENCODE_PIXELS
 
 
@@ -594,7 +604,9 @@ def _add_blinks(frames: np.ndarray, eyes_open: np.ndarray, landmarks: np.ndarray
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU."""
-    return ((frames + 1) * 127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU, contiguous: a strided view (what permuting
+    at the end gave) costs every reader of a frame a gather, ~0.5 ms a frame for OpenCV and the encoders."""
+    frames = frames.permute(0, 2, 3, 1).add(1).mul_(127.5).clamp_(0, 255).round_()
+    return frames.to(torch.uint8, memory_format=torch.contiguous_format).cpu().numpy()
 
 

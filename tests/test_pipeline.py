@@ -489,3 +489,26 @@ def test_no_piece_is_too_short_for_gradio_to_stream(pipe, aligned, tmp_path, num
     assert result.num_frames == num_frames and sum(frames) == num_frames and min(frames) >= 5
     for piece in pieces:
         assert len(decode_file_to_pcm(str(piece), 48000, 1)) > 0
+
+
+def test_a_big_whole_photo_is_encoded_by_openh264_and_streams(pipe, tmp_path):
+    """Above 512 x 512 the whole-photo video and its streamed pieces are OpenH264's (half x264's CPU time there,
+    talkface.video): the video has every frame at the photo's size and the speech, each piece decodes."""
+    from gradio.audio_stream_encoder import decode_file_to_pcm
+
+    photo = cv2.resize(cv2.imread(str(PHOTO)), (720, 900), interpolation=cv2.INTER_CUBIC)[:, :, ::-1]
+    speech, rate = sf.read(SPEECH, dtype="float32")
+    pieces = []
+
+    def keep(path: Path) -> None:
+        pieces.append(shutil.copy(path, tmp_path / f"piece{len(pieces)}.ts"))
+
+    result = pipe.run(np.ascontiguousarray(photo), (rate, speech[: int(1.5 * rate)]), out=tmp_path / "big.mp4",
+                      preview_frames=2, on_chunk=keep)
+    info = probe(result.video_path)
+    assert result.video_size == info["size"] == (720, 900) and info["has_audio"]
+    assert info["frames"] == result.num_frames == sum(probe(Path(p))["frames"] for p in pieces)
+    for path in (result.video_path, *pieces):
+        assert b"x264 - core" not in Path(path).read_bytes()
+    for piece in pieces:
+        assert len(decode_file_to_pcm(str(piece), 48000, 1)) > 0

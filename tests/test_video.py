@@ -59,3 +59,24 @@ def test_i420_frames_are_written_as_they_are(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         with VideoWriter(tmp_path / "x.mp4", (64, 64)) as w:
             w.write(np.zeros((64, 64), np.uint8))  # neither RGB nor I420 of this size
+
+
+def test_openh264_round_trip(tmp_path):
+    """Big frames (a whole photo) go to OpenH264, which the pinned ffmpeg build carries: frames and sound as with
+    x264, and no x264 in the stream (x264 signs every stream it writes)."""
+    from talkface.video import h264_encoders
+
+    assert "libopenh264" in h264_encoders(), "the pinned imageio-ffmpeg's ffmpeg should have OpenH264"
+    audio, sr = sf.read(SPEECH, dtype="float32")
+    with VideoWriter(tmp_path / "o.mp4", (64, 64), audio=audio[: int(1.16 * sr)], sample_rate=sr,
+                     codec="libopenh264", threads=1) as w:
+        w.write_all(_frames(29))
+    info = probe(tmp_path / "o.mp4")
+    assert info["has_audio"] and info["frames"] == 29 and info["size"] == (64, 64)
+    frames, _ = read_video(tmp_path / "o.mp4")
+    assert np.abs(frames.astype(int) - _frames(29).astype(int)).mean() < 6
+    assert b"x264 - core" not in (tmp_path / "o.mp4").read_bytes()
+    write_video(tmp_path / "x.mp4", _frames(3))
+    assert b"x264 - core" in (tmp_path / "x.mp4").read_bytes()  # the check above can fail
+    with pytest.raises(ValueError, match="codec"):
+        VideoWriter(tmp_path / "v.mp4", (64, 64), codec="libvpx")
