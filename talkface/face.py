@@ -20,21 +20,26 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
-import torch
 
 from talkface.errors import FaceError
 
+if TYPE_CHECKING:  # torch is not imported here: a photo is aligned without it (the CLI does so beside its imports)
+    import torch
+
 CROP_SIZE = 256
+MIN_PHOTO_SIDE = 64  # pixels, as the photo was taken: smaller ones are refused
 
 # Where alignment puts the eye centres and the mouth centre (dlib: mean of 36-41, 42-47, 48-67) in
 # the 256x256 crop; "right" is the person's right eye, on the image's left. LRW-like framing: face
@@ -358,6 +363,17 @@ def turn(landmarks: np.ndarray) -> float:
     return float((nose - left) / max(right - left, 1e-6) - 0.5)
 
 
+def align_photo(photo: str | os.PathLike | np.ndarray | PIL.Image.Image) -> AlignedFace:
+    """A photo of any format, read and its largest face aligned, as the app and the CLI take it: refused with a
+    plain sentence (FaceError) when it is smaller than MIN_PHOTO_SIDE as taken or holds no usable face."""
+    image, scale = read_photo(photo)
+    h, w = (round(n / scale) for n in image.shape[:2])  # the photo as taken
+    if min(h, w) < MIN_PHOTO_SIDE:
+        raise FaceError(f"The photo is only {w}x{h} pixels; please use a photo at least "
+                        f"{MIN_PHOTO_SIDE} pixels on each side.")
+    return align_face(image, scale=scale, frontal=True)
+
+
 def align_face(image: np.ndarray, size: int = CROP_SIZE, min_face: int = 40, scale: float = 1.0,
                frontal: bool = False) -> AlignedFace:
     """Crop the largest face of an RGB image to ``size`` x ``size``, eyes and mouth on ``TEMPLATE``.
@@ -462,15 +478,23 @@ class Similarity:
         return (points - self.translation[..., None, :]) @ self.rotation / self.scale[..., None, None]
 
 
+def _is_tensor(x) -> bool:
+    """Whether `x` is a torch tensor, without importing torch (if it is not imported, `x` is not one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _transposed(m):
-    return m.transpose(-1, -2) if isinstance(m, torch.Tensor) else np.swapaxes(m, -1, -2)
+    return m.transpose(-1, -2) if _is_tensor(m) else np.swapaxes(m, -1, -2)
 
 
 def estimate_similarity(landmarks, target=MEAN_SHAPE, points=STABLE_POINTS) -> Similarity:
     """Least-squares similarity (Umeyama: no reflection) taking ``landmarks[..., points, :]`` onto
     ``target[..., points, :]``; numpy or torch (differentiable), batched over leading dimensions."""
-    is_torch = isinstance(landmarks, torch.Tensor)
+    is_torch = _is_tensor(landmarks)
     if is_torch:
+        import torch
+
         target = torch.as_tensor(target, dtype=landmarks.dtype, device=landmarks.device)
     else:
         landmarks, target = np.asarray(landmarks, np.float64), np.asarray(target, np.float64)
@@ -482,7 +506,7 @@ def estimate_similarity(landmarks, target=MEAN_SHAPE, points=STABLE_POINTS) -> S
     cross = (x[..., 0] * y[..., 1] - x[..., 1] * y[..., 0]).sum(-1)
     norm = (dot**2 + cross**2) ** 0.5
     cos, sin = dot / norm, cross / norm
-    stack = torch.stack if is_torch else np.stack
+    stack = sys.modules["torch"].stack if is_torch else np.stack
     rotation = stack([stack([cos, -sin], -1), stack([sin, cos], -1)], -2)
     scale = norm / (x**2).sum((-2, -1))
     translation = dst_mean - scale[..., None] * (rotation @ src_mean[..., None])[..., 0]
@@ -508,7 +532,9 @@ def denormalise_landmarks(landmarks, sim: Similarity):
 def _alike(landmarks, sim: Similarity) -> tuple:
     """Landmarks and similarity as one kind of array (torch keeps the landmarks' dtype and device)."""
     fields = (sim.scale, sim.rotation, sim.translation)
-    if isinstance(landmarks, torch.Tensor):
+    if _is_tensor(landmarks):
+        import torch
+
         like = {"dtype": landmarks.dtype, "device": landmarks.device}
         return landmarks, Similarity(*(torch.as_tensor(v, **like) for v in fields))
     return np.asarray(landmarks, np.float64), Similarity(*(np.asarray(v, np.float64) for v in fields))

@@ -34,15 +34,14 @@ from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
 from talkface.data.lrw import lrw_vocabulary
 from talkface.data.render import blink_frame
-from talkface.errors import CheckpointError, FaceError, TalkFaceError
+from talkface.errors import CheckpointError, TalkFaceError
 from talkface.face import (
     CROP_SIZE,
     AlignedFace,
-    align_face,
+    align_photo,
     denormalise_landmarks,
     mouth_opening,
     normalise_landmarks,
-    read_photo,
 )
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
 WORD_STRIDE = 12  # about half a second between read-out windows
-MIN_PHOTO_SIDE = 64
 EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example, also the bf16 path's check
 # The shortest streamed piece: Gradio's streaming output decodes each piece's sound and fails on one of a frame or
 # two (640 samples, under one AAC frame: "Output file #0 does not contain any stream"), failing the request;
@@ -231,12 +229,7 @@ class TalkingFacePipeline:
     @staticmethod
     def align(photo: str | os.PathLike | np.ndarray | PIL.Image.Image) -> AlignedFace:
         """Read a photo of any format and align its largest face (raises FaceError with a plain sentence)."""
-        image, scale = read_photo(photo)
-        h, w = (round(n / scale) for n in image.shape[:2])  # the photo as taken
-        if min(h, w) < MIN_PHOTO_SIDE:
-            raise FaceError(f"The photo is only {w}x{h} pixels; please use a photo at least "
-                            f"{MIN_PHOTO_SIDE} pixels on each side.")
-        return align_face(image, scale=scale, frontal=True)
+        return align_photo(photo)
 
     @staticmethod
     def load_speech(audio: str | os.PathLike | tuple[int, np.ndarray] | Speech,

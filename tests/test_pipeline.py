@@ -512,3 +512,33 @@ def test_a_big_whole_photo_is_encoded_by_openh264_and_streams(pipe, tmp_path):
         assert b"x264 - core" not in Path(path).read_bytes()
     for piece in pieces:
         assert len(decode_file_to_pcm(str(piece), 48000, 1)) > 0
+
+
+def test_the_cli_aligns_the_photo_beside_its_imports(tmp_path):
+    """The CLI aligns the photo in a forked process while it imports torch (cold start): in a fresh process, the
+    same face as aligned in process; nothing (the pipeline then reports the problem as usual) for a photo without
+    a face; and no fork where torch is already loaded (as in this process)."""
+    from talkface.__main__ import _align_beside
+
+    if sys.platform != "linux":
+        pytest.skip("the CLI aligns beside its imports only where fork is safe (Linux)")
+    assert _align_beside(["--photo", str(PHOTO)])() is None  # torch is loaded here: no fork
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((300, 300, 3), 128, np.uint8))
+    script = f"""
+import sys, numpy as np
+from talkface.__main__ import _align_beside
+assert _align_beside([])() is None
+assert _align_beside(["--photo={blank}"])() is None  # no face: the child says nothing
+early = _align_beside(["--audio", "x.wav", "--photo", {str(PHOTO)!r}])
+assert "torch" not in sys.modules and "mediapipe" not in sys.modules
+early = early()
+from talkface.face import align_photo
+here = align_photo({str(PHOTO)!r})
+assert early is not None and early.num_faces == here.num_faces
+for field in ("image", "landmarks", "transform", "photo"):
+    np.testing.assert_array_equal(getattr(early, field), getattr(here, field))
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
