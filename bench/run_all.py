@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench import cold_start, load, memory, speed, training, whole_photo
+from bench import cold_start, encoders, load, memory, openmp, speed, training, whole_photo
 from bench.harness import Row, default_device, machine_line, markdown_table
 
-BENCHMARKS = ("speed", "whole_photo", "memory", "cold_start", "training", "load")
+BENCHMARKS = ("speed", "openmp", "whole_photo", "encoders", "memory", "cold_start", "training", "load")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="talkface-bench-"))  # one checkpoint set-up shared by all
     runners = {
         "speed": lambda: speed.run(args.quick, device, args.compile, work=work),
+        "openmp": lambda: openmp.run(args.quick),
         "whole_photo": lambda: whole_photo.run(args.quick, work=work),
+        "encoders": lambda: encoders.run(args.quick, work=work / "encoders"),
         "memory": lambda: memory.run(args.quick, args.ten_minutes, work=work),
         "cold_start": lambda: cold_start.run(args.quick, work=work),
         "training": lambda: training.run(args.quick, device),

@@ -1,0 +1,133 @@
+"""Encoders for the whole photo: x264 (several settings) against OpenH264 on the frames the pipeline makes.
+
+    python bench/encoders.py            # the 5.5-s example on a 1200 x 1500 portrait: 137 frames of 1024 x 1280
+    python bench/encoders.py --quick    # 2 s of speech
+
+The frames are those `TalkingFacePipeline.run` hands its main writer for the whole photo (I420, the living head),
+captured once and written to a raw file; each encoder then reads that file in a fresh ffmpeg (the bundled one),
+one thread, as the pipeline runs it beside L2F. Reported: ffmpeg's CPU time (best of 3), the file's size, and the
+luma PSNR against the frames given, over the pixels that change in the video (the face) and over the rest (the
+photo around it, which only the first frame's coding decides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from bench.harness import Row, machine_line, report, write_speech
+from bench.whole_photo import portrait
+
+SECTION = "encoders"
+X264 = ["-c:v", "libx264", "-crf", "20"]
+SETTINGS = {  # name: ffmpeg's output options
+    "x264 veryfast (the 256² videos)": [*X264, "-preset", "veryfast"],
+    "x264 ultrafast": [*X264, "-preset", "ultrafast"],
+    "x264 superfast + B-frames, mbtree (LARGE_X264, the fallback)": [
+        *X264, "-preset", "superfast", "-x264-params", "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"],
+    "OpenH264, 0.1 bit a pixel (LARGE_CODEC, shipped)": None,  # filled in from talkface.video below
+}
+
+
+def capture(work: Path, seconds: float | None) -> tuple[Path, tuple[int, int], int]:
+    """The pipeline's I420 frames of the whole portrait, in a raw file: (path, (width, height), frames)."""
+    import talkface.video as video
+    from talkface.pipeline import TalkingFacePipeline
+
+    raw, size = work / "frames.yuv", None
+    original = video.VideoWriter.write
+
+    def write(self, frame):  # the main writer's frames (the panels and the pieces are not made here)
+        nonlocal size
+        if self.path.suffix == ".mp4":
+            size = self.size
+            with open(raw, "ab") as f:
+                f.write(np.ascontiguousarray(frame).tobytes())
+        original(self, frame)
+
+    pipe = TalkingFacePipeline.from_pretrained(device="cpu")
+    video.VideoWriter.write = write
+    try:
+        result = pipe.run(portrait(work), write_speech(work / "speech.wav", seconds), out=work / "whole.mp4",
+                          max_seconds=None)
+    finally:
+        video.VideoWriter.write = original
+    return raw, size, result.num_frames
+
+
+def encode(raw: Path, size: tuple[int, int], options: list[str], out: Path) -> float:
+    """ffmpeg's CPU seconds (user + system) to encode the raw frames with these options, best of 3."""
+    from talkface.video import ffmpeg_exe
+
+    best = np.inf
+    for _ in range(3):
+        before = os.times()
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s",
+                        f"{size[0]}x{size[1]}", "-r", "25", "-i", str(raw), *options, "-threads", "1",
+                        "-pix_fmt", "yuv420p", str(out)], check=True)
+        after = os.times()
+        best = min(best, after.children_user - before.children_user + after.children_system - before.children_system)
+    return best
+
+
+def luma_psnr(out: Path, frames: np.ndarray, moving: np.ndarray) -> tuple[float, float]:
+    """PSNR of the decoded luma against the frames given: over the moving pixels, and over the rest."""
+    import imageio_ffmpeg
+
+    height, width = moving.shape
+    reader = imageio_ffmpeg.read_frames(str(out), pix_fmt="yuv420p", bits_per_pixel=12)
+    next(reader)
+    error = np.zeros((height, width))
+    for k, buf in enumerate(reader):
+        luma = np.frombuffer(buf, np.uint8).reshape(-1, width)[:height].astype(np.float64)
+        error += (luma - frames[k, :height]) ** 2
+    error /= len(frames)
+    return tuple(10 * np.log10(255**2 / error[m].mean()) for m in (moving, ~moving))
+
+
+def run(quick: bool = False, work: Path | None = None) -> list[Row]:
+    from talkface.video import OPENH264_BITS_PER_PIXEL, h264_encoders
+
+    work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
+    raw, size, count = capture(work, 2.0 if quick else None)
+    frames = np.fromfile(raw, np.uint8).reshape(count, size[1] * 3 // 2, size[0])
+    moving = frames[:, : size[1]].std(0) > 0
+    bits = round(OPENH264_BITS_PER_PIXEL * size[0] * size[1] * 25)
+    settings = dict(SETTINGS)
+    settings["OpenH264, 0.1 bit a pixel (LARGE_CODEC, shipped)"] = ["-c:v", "libopenh264", "-b:v", str(bits),
+                                                                    "-g", "250"]
+    rows = [Row(SECTION, "frames", f"{count} of {size[0]} x {size[1]} (the whole portrait, living head); "
+                                   f"{100 * moving.mean():.1f}% of the pixels change")]
+    for name, options in settings.items():
+        if "libopenh264" in options and "libopenh264" not in h264_encoders():
+            rows.append(Row(SECTION, name, "not in this ffmpeg"))
+            continue
+        out = work / "out.mp4"
+        cpu = encode(raw, size, options, out)
+        face, rest = luma_psnr(out, frames, moving)
+        rows.append(Row(SECTION, name, f"{cpu:.2f} CPU-s ({1000 * cpu / count:.1f} ms a frame), "
+                                       f"{out.stat().st_size / 1000:.0f} kB, luma PSNR face {face:.1f} dB, "
+                                       f"rest {rest:.1f} dB"))
+        print(f"  {name}: {rows[-1].value}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 s of speech")
+    args = parser.parse_args(argv)
+    header = machine_line()
+    print(header, flush=True)
+    report("Encoders", run(args.quick), header=header)
+
+
+if __name__ == "__main__":
+    main()
