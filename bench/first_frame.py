@@ -3,6 +3,7 @@ finished video, in headless Chromium on the running app (warm: one request first
 
     python bench/first_frame.py                       # this checkout's app.py, bundled checkpoints
     python bench/first_frame.py --repo /tmp/old_wt    # another checkout's app.py (before/after in one run)
+    python bench/first_frame.py --photo big.jpg       # another photo (above 512² the video is OpenH264's)
 
 The live video (Gradio's streaming output) counts as moving once its playback position passes its first frame.
 Now and then it never does (hls.js stalls on the first pieces and the finished video replaces it first): such a
@@ -42,7 +43,8 @@ SOURCE = """() => { const v = document.querySelector('#talkface-video video'); r
 MOVED_OR_FINISHED = f"""(before) => ({MOVING})() ? "moved" : ({FINISHED})(before) ? "finished" : null"""
 
 
-def measure(url: str, runs: int) -> list[tuple[float | None, float]]:
+def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = None
+            ) -> list[tuple[float | None, float]]:
     from playwright.sync_api import sync_playwright
 
     times = []
@@ -50,7 +52,7 @@ def measure(url: str, runs: int) -> list[tuple[float | None, float]]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
-        page.locator("#talkface-photo input[type=file]").set_input_files(str(PHOTO))
+        page.locator("#talkface-photo input[type=file]").set_input_files(str(photo))
         page.locator("#talkface-audio input[type=file]").set_input_files(str(SPEECH))
         page.locator("#talkface-speech-note").get_by_text("s of sound").wait_for(timeout=60_000)
         page.locator("#talkface-photo-note").get_by_text("face was found").wait_for(timeout=60_000)
@@ -70,6 +72,8 @@ def measure(url: str, runs: int) -> list[tuple[float | None, float]]:
             seen = f"{moving:.2f} s" if moving is not None else "never (the finished video came first)"
             print(f"  {'run ' + str(k) if k else 'warm-up'}: first moving frame {seen}, "
                   f"finished video {finished:.2f} s", flush=True)
+        if screenshot:
+            page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return times
 
@@ -79,17 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose app.py runs")
     parser.add_argument("--checkpoints", type=Path, default=REPO / "assets" / "checkpoints")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--photo", type=Path, default=PHOTO, help="the photo (default: the bundled example)")
+    parser.add_argument("--screenshot", type=Path, help="a PNG of the page after the last run")
     args = parser.parse_args(argv)
     print(machine_line(), flush=True)
     log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
     with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, repo=args.repo.resolve()) as (url, _):
-        times = measure(url, args.runs)
+        times = measure(url, args.runs, args.photo.resolve(), args.screenshot)
     moved = [m for m, _ in times if m is not None]
     finished = [f for _, f in times]
     span = f"{min(moved):.2f}-{max(moved):.2f} s" if moved else "never"
     print(f"{args.repo}: first moving frame {span} ({len(times) - len(moved)} of {len(times)} runs never moved), "
           f"finished video {min(finished):.2f}-{max(finished):.2f} s after Generate ({len(times)} warm runs; the "
-          "5.5 s example, whole photo, bundled checkpoints)")
+          f"5.5 s example's speech, {args.photo.name}, whole photo, bundled checkpoints)")
 
 
 if __name__ == "__main__":
