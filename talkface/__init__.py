@@ -1,6 +1,7 @@
 """TalkFace: talking-face generation via semantic and temporal synchronous landmarks (Zheng et al., ICPR 2020)."""
 
 import os
+import sys
 
 # How long PyTorch's idle OpenMP threads busy-wait for the next piece of work before they sleep. The default
 # (300000 spins) fights the ffmpeg encoders on a small CPU, and sleeping at once (OMP_WAIT_POLICY=PASSIVE, used
@@ -9,8 +10,13 @@ import os
 # (PASSIVE), the CLI's default video 2.59-2.76 against 2.93-3.01, the app's request 3.77-3.83 against 4.08-4.15;
 # 1000 to 30000 spins within noise of each other. Read by OpenMP when torch loads it: set before any torch import;
 # a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+# GOMP_SPINCOUNT is GNU OpenMP's (torch's on Linux); elsewhere (LLVM's or Intel's OpenMP) the threads sleep at once,
+# as before: not measured there.
+if sys.platform.startswith("linux"):
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+else:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceError
 

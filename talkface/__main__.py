@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,30 +24,47 @@ if TYPE_CHECKING:
 # process of its own (see _align_beside)
 
 
-ALIGN_TIMEOUT = 120.0  # seconds; a child that takes longer is given up (the pipeline aligns the photo itself)
+ALIGN_TIMEOUT = 30.0  # seconds (it takes ~1); a child that takes longer is given up, the pipeline aligns the photo
 
 
-def _align_beside(argv: list[str]) -> Callable[[], AlignedFace | None]:
+def _photo_argument(argv: list[str]) -> str | None:
+    """The --photo given, read off argv by hand: the real parser (with its messages) runs later."""
+    for i, arg in enumerate(argv):
+        if arg == "--photo" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--photo="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _align_beside(argv: list[str]) -> Callable[[], tuple[AlignedFace, float] | None]:
     """Align the photo in a forked process while this one imports torch and loads the models: the face detectors'
     import, loading and search (~1.1 s) run on the second core instead of before the video (process start to
-    video 4.8 s against 5.7-6.1, bench/cold_start.py). Returns a function that waits for the aligned face; None
-    when there is none to wait for (not Linux; torch or the detectors already loaded: fork is safe only before;
-    no --photo; or the child failed: the pipeline then aligns the photo itself, and says what is wrong in its
-    usual order)."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--photo")
-    photo = early.parse_known_args(argv)[0].photo
+    video 4.4-4.8 s against 5.7-6.1, bench/cold_start.py; and the detectors never load in this process). Returns
+    a function that waits for (the aligned face, seconds it took); None when there is none to wait for (not
+    Linux; torch or the detectors already loaded: fork is safe only before; no --photo; or the child failed or
+    hung: the pipeline then aligns the photo itself, and says what is wrong in its usual order)."""
+    photo = _photo_argument(argv)
     if sys.platform != "linux" or not photo or any(name in sys.modules for name in ("torch", "mediapipe", "dlib")):
         return lambda: None  # (a process that has them loaded gains nothing, and a fork of it could hang)
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_align_child, args=(photo, send), daemon=True)
-    child.start()
-    send.close()
+    try:
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_align_child, args=(photo, send), daemon=True)
+        child.start()
+        send.close()
+    except Exception:  # no fork here (resources, a daemonic process...): aligned in process, as before
+        return lambda: None
 
-    def wait() -> AlignedFace | None:
+    def wait() -> tuple[AlignedFace, float] | None:
         try:
-            return receive.recv() if receive.poll(ALIGN_TIMEOUT) else None
+            start = time.monotonic()
+            while not receive.poll(0.05):
+                if not child.is_alive() and not receive.poll(0):
+                    return None  # died without a word
+                if time.monotonic() - start > ALIGN_TIMEOUT:
+                    return None
+            return receive.recv()
         except (EOFError, OSError):
             return None
         finally:
@@ -57,14 +76,20 @@ def _align_beside(argv: list[str]) -> Callable[[], AlignedFace | None]:
 
 
 def _align_child(photo: str, send) -> None:
-    from talkface.face import align_photo
-
+    """The child: the aligned face and its seconds, or None; never a traceback (the parent reports errors)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     try:
-        aligned = align_photo(photo)
+        start = time.perf_counter()
+        from talkface.face import align_photo
+
+        answer = (align_photo(photo), time.perf_counter() - start)
     except BaseException:  # the parent aligns it again, and reports the error as it always has
-        aligned = None
-    send.send(aligned)
-    send.close()
+        answer = None
+    try:
+        send.send(answer)
+        send.close()
+    except (OSError, ValueError):  # the parent is gone or gave up
+        pass
 
 
 def _articulation(text: str) -> float:
@@ -137,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir,
                                                    backend=args.backend)
-        result = pipe.run(aligned() or args.photo, args.audio, compare=args.compare, panels=args.panels, out=args.out,
-                          articulation=args.articulation, full_frame=not args.crop, max_side=args.max_side,
-                          still=args.still,
+        early = aligned()
+        result = pipe.run(early[0] if early else args.photo, args.audio, compare=args.compare, panels=args.panels,
+                          out=args.out, articulation=args.articulation, full_frame=not args.crop,
+                          max_side=args.max_side, still=args.still,
                           max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress)
     except TalkFaceError as exc:
         bar.close()
@@ -160,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None:
             width, height = result.video_size if path == result.video_path else (None, None)
             print(f"wrote {path}" + (f" ({width}x{height})" if width else ""))
-    print(f"{result.num_frames} frames ({result.duration:.2f} s) in {sum(result.seconds.values()):.1f} s: "
-          + ", ".join(f"{stage} {s:.1f} s" for stage, s in result.seconds.items()))
+    seconds = {"face (beside the imports)": early[1], **result.seconds} if early else result.seconds
+    print(f"{result.num_frames} frames ({result.duration:.2f} s) in {sum(seconds.values()):.1f} s: "
+          + ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items()))
     print("the lips say (word detector, top 5): "
           + ", ".join(f"{word} {p:.1%}" for word, p in result.words))
     return 0

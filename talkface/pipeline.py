@@ -65,6 +65,7 @@ FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_C
 # photo (1024x1280, 137 frames) 0.62 CPU-s against plain superfast's 1.16, 179 kB against 624, 41.0 dB against
 # 43.2 from the frames given. One thread either way, which does not fight L2F's two.
 LARGE_CODEC = "libopenh264"
+OPENH264_MAX_MACROBLOCKS = 36864  # H.264 level 5.2's frame size, which OpenH264 enforces
 LARGE_PRESET = "superfast"
 LARGE_X264 = "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"
 
@@ -425,7 +426,7 @@ class TalkingFacePipeline:
                 return stack.enter_context(VideoWriter(
                     path, (width, height), FPS, soundtrack=speech, preset=LARGE_PRESET if large else "veryfast",
                     x264=LARGE_X264 if large else None, threads=1 if large else None,
-                    codec=_large_codec() if large else "libx264"))
+                    codec=_large_codec(width, height) if large else "libx264"))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
@@ -477,7 +478,7 @@ class TalkingFacePipeline:
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
                                                       (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
                                                       preset="ultrafast", threads=1 if large else None,
-                                                      codec=_large_codec() if large else "libx264")
+                                                      codec=_large_codec(*main.size) if large else "libx264")
                                 segments += 1
                             segment.write(picture)
                             if t + 1 - segment_start == segment_frames:
@@ -556,9 +557,11 @@ def _photo_tensor(aligned: AlignedFace) -> torch.Tensor:
     return torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
 
 
-def _large_codec() -> str:
-    """The encoder for big frames: LARGE_CODEC where ffmpeg has it, x264 otherwise."""
-    return LARGE_CODEC if LARGE_CODEC in h264_encoders() else "libx264"
+def _large_codec(width: int, height: int) -> str:
+    """The encoder for big frames: LARGE_CODEC where ffmpeg has it and the frame is within OpenH264's limit
+    (36864 macroblocks, e.g. 4096 x 2304: it refuses a 12-MP photo at its own size), x264 otherwise."""
+    fits = -(-width // 16) * -(-height // 16) <= OPENH264_MAX_MACROBLOCKS
+    return LARGE_CODEC if fits and LARGE_CODEC in h264_encoders() else "libx264"
 
 
 def _large(width: int, height: int) -> bool:

@@ -169,6 +169,9 @@ class VideoWriter:
             macro_block_size=1, output_params=params, audio_path=track,
             audio_codec="aac" if track is not None else None, ffmpeg_log_level="error")
         self._gen.send(None)
+        # imageio-ffmpeg never looks at ffmpeg's exit status: an encoder that refuses the frames (OpenH264 above
+        # its size limit) would leave a video without pictures behind, with no error. Its process is checked here.
+        self._process = self._gen.gi_frame.f_locals.get("p") if self._gen.gi_frame else None
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -192,7 +195,11 @@ class VideoWriter:
         if self._gen is None:
             return
         try:
-            self._gen.close()  # imageio-ffmpeg waits for ffmpeg and raises if it failed
+            self._gen.close()  # imageio-ffmpeg waits for ffmpeg (and raises if a frame could not be sent)
+            code = getattr(self._process, "returncode", 0)
+            if ok and code:
+                raise RuntimeError(f"ffmpeg failed (exit status {code}) writing {self.path.name}; its message is "
+                                   "above")
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise

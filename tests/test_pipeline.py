@@ -528,11 +528,12 @@ def test_the_cli_aligns_the_photo_beside_its_imports(tmp_path):
     script = f"""
 import sys, numpy as np
 from talkface.__main__ import _align_beside
-assert _align_beside([])() is None
+assert _align_beside([])() is None and _align_beside(["--photo"])() is None
 assert _align_beside(["--photo={blank}"])() is None  # no face: the child says nothing
 early = _align_beside(["--audio", "x.wav", "--photo", {str(PHOTO)!r}])
 assert "torch" not in sys.modules and "mediapipe" not in sys.modules
-early = early()
+early, seconds = early()
+assert 0 < seconds < 60
 from talkface.face import align_photo
 here = align_photo({str(PHOTO)!r})
 assert early is not None and early.num_faces == here.num_faces

@@ -80,3 +80,21 @@ def test_openh264_round_trip(tmp_path):
     assert b"x264 - core" in (tmp_path / "x.mp4").read_bytes()  # the check above can fail
     with pytest.raises(ValueError, match="codec"):
         VideoWriter(tmp_path / "v.mp4", (64, 64), codec="libvpx")
+
+
+def test_a_failing_encoder_is_an_error_and_leaves_nothing(tmp_path):
+    """ffmpeg can refuse the frames after taking them (OpenH264 above its size limit, H.264 level 5.2's 36864
+    macroblocks): imageio-ffmpeg does not look at its exit status, the writer does. The pipeline sends such frames
+    to x264 instead."""
+    from talkface.pipeline import _large_codec
+
+    frame = np.full((3000, 4000, 3), 100, np.uint8)  # a 12-MP photo at its own size
+    with pytest.raises(RuntimeError, match="ffmpeg failed"):
+        with VideoWriter(tmp_path / "big.mp4", (4000, 3000), codec="libopenh264", threads=1) as w:
+            w.write(frame)
+    assert list(tmp_path.iterdir()) == []
+    assert _large_codec(1024, 1280) == _large_codec(4096, 2304) == "libopenh264"
+    assert _large_codec(4000, 3000) == _large_codec(4096, 2320) == "libx264"
+    with VideoWriter(tmp_path / "x264.mp4", (4000, 3000), codec=_large_codec(4000, 3000), preset="ultrafast") as w:
+        w.write(frame)
+    assert probe(tmp_path / "x264.mp4")["frames"] == 1
