@@ -420,13 +420,8 @@ class TalkingFacePipeline:
         preview = []
         with ExitStack() as stack:
             def writer(path: Path, width: int, height: int) -> VideoWriter:
-                # x264's time grows with the pixels: a faster preset for big frames keeps the encode's share
-                # of the run near what it is at 256² (bench/whole_photo.py)
-                large = _large(width, height)
-                return stack.enter_context(VideoWriter(
-                    path, (width, height), FPS, soundtrack=speech, preset=LARGE_PRESET if large else "veryfast",
-                    x264=LARGE_X264 if large else None, threads=1 if large else None,
-                    codec=_large_codec(width, height) if large else "libx264"))
+                return stack.enter_context(VideoWriter(path, (width, height), FPS, soundtrack=speech,
+                                                       **_encoding(width, height, "veryfast")))
 
             main = writer(video, paste.width, paste.height) if paste else writer(video, s, s)
             segment, segment_start, segment_frames, segments = None, 0, 0, 0
@@ -474,11 +469,9 @@ class TalkingFacePipeline:
                                     segment_frames = num_frames - t  # no short piece at the end: see below
                                 samples = speech.waveform[t * SAMPLE_RATE // FPS :
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
-                                large = _large(*main.size)
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
-                                                      (main.size[0], main.size[1]), FPS, samples, SAMPLE_RATE,
-                                                      preset="ultrafast", threads=1 if large else None,
-                                                      codec=_large_codec(*main.size) if large else "libx264")
+                                                      main.size, FPS, samples, SAMPLE_RATE,
+                                                      **_encoding(*main.size, "ultrafast", "ultrafast", None))
                                 segments += 1
                             segment.write(picture)
                             if t + 1 - segment_start == segment_frames:
@@ -564,9 +557,14 @@ def _large_codec(width: int, height: int) -> str:
     return LARGE_CODEC if fits and LARGE_CODEC in h264_encoders() else "libx264"
 
 
-def _large(width: int, height: int) -> bool:
-    """Frames big enough for the large-frame encode (LARGE_CODEC or LARGE_PRESET and LARGE_X264, one thread)."""
-    return width * height > FAST_ENCODE_PIXELS
+def _encoding(width: int, height: int, preset: str, large_preset: str = LARGE_PRESET,
+              large_x264: str | None = LARGE_X264) -> dict:
+    """VideoWriter's encoder settings for frames of this size. x264's time grows with the pixels: up to
+    FAST_ENCODE_PIXELS x264 `preset`; above, one thread (which does not fight L2F's two) and OpenH264
+    (_large_codec), or x264 `large_preset` with `large_x264` where it does not apply (bench/whole_photo.py)."""
+    if width * height <= FAST_ENCODE_PIXELS:
+        return {"preset": preset}
+    return {"preset": large_preset, "x264": large_x264, "threads": 1, "codec": _large_codec(width, height)}
 
 
 def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
