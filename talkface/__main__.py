@@ -159,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_description(message)
         bar.update(round(100 * fraction) - bar.n)
 
+    # Ctrl-C reaches the ffmpeg encoders too (talkface.video starts them in this process group), and one may die
+    # first: the next frame then meets a broken pipe before Python raises KeyboardInterrupt. Either is "interrupted".
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         pipe = TalkingFacePipeline.from_pretrained(args.a2l, device=args.device, checkpoint_dir=args.checkpoint_dir,
                                                    backend=args.backend)
@@ -173,12 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # e.g. --out in a folder that cannot be written
         bar.close()
+        if interrupted:
+            print("interrupted", file=sys.stderr)
+            return 130
         print(f"error: could not write {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bar.close()
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     bar.close()
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

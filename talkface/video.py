@@ -29,6 +29,12 @@ from talkface.audio import FPS, MAX_TRACK_RATE, Speech
 from talkface.tempdir import new_file
 
 AUDIO_BITRATE = "192k"
+# imageio-ffmpeg starts ffmpeg with a preexec_fn (os.setpgrp, to keep Ctrl-C from it), and a preexec_fn makes
+# Python fork() the whole process instead of vfork(): for a process holding torch and the models (~1 GB) that is
+# ~35 ms per ffmpeg started, and every page the parent then writes is copied until ffmpeg has started. The app
+# starts one per live piece: its request took 3.94 s with, 3.30 s without (the 5.5-s example, panels and pieces,
+# best of 3). Without it ffmpeg shares the terminal's Ctrl-C, which ends a run anyway (its files are removed).
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 # OpenH264 (Cisco's encoder, in the bundled ffmpeg) for big frames: half x264's time on a mostly still photo, where
 # x264 spends ~4 ms a frame at 1024 x 1280 whatever its preset (every option tried: 0.55-0.8 CPU-s for 137 frames;
 # OpenH264 0.30), and sharper where the face moves (44.6 dB against 42.5 for x264 superfast; the still rest
