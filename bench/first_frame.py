@@ -4,6 +4,7 @@ finished video, in headless Chromium on the running app (warm: one request first
     python bench/first_frame.py                       # this checkout's app.py, bundled checkpoints
     python bench/first_frame.py --repo /tmp/old_wt    # another checkout's app.py (before/after in one run)
     python bench/first_frame.py --photo big.jpg       # another photo (above 512² the video is OpenH264's)
+    python bench/first_frame.py --audio long.wav      # another speech (the target holds for any length)
 
 The live video (Gradio's streaming output) counts as moving once its playback position passes its first frame.
 Now and then it never does (hls.js stalls on the first pieces and the finished video replaces it first): such a
@@ -43,7 +44,7 @@ SOURCE = """() => { const v = document.querySelector('#talkface-video video'); r
 MOVED_OR_FINISHED = f"""(before) => ({MOVING})() ? "moved" : ({FINISHED})(before) ? "finished" : null"""
 
 
-def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = None
+def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = None, speech: Path = SPEECH
             ) -> list[tuple[float | None, float]]:
     from playwright.sync_api import sync_playwright
 
@@ -53,7 +54,7 @@ def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         page.locator("#talkface-photo input[type=file]").set_input_files(str(photo))
-        page.locator("#talkface-audio input[type=file]").set_input_files(str(SPEECH))
+        page.locator("#talkface-audio input[type=file]").set_input_files(str(speech))
         page.locator("#talkface-speech-note").get_by_text("s of sound").wait_for(timeout=60_000)
         page.locator("#talkface-photo-note").get_by_text("face was found").wait_for(timeout=60_000)
         for k in range(runs + 1):  # the first request loads the models: not counted
@@ -85,17 +86,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--photo", type=Path, default=PHOTO, help="the photo (default: the bundled example)")
     parser.add_argument("--screenshot", type=Path, help="a PNG of the page after the last run")
+    parser.add_argument("--audio", type=Path, default=SPEECH, help="the speech (default: the bundled example)")
     args = parser.parse_args(argv)
     print(machine_line(), flush=True)
     log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
     with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, repo=args.repo.resolve()) as (url, _):
-        times = measure(url, args.runs, args.photo.resolve(), args.screenshot)
+        times = measure(url, args.runs, args.photo.resolve(), args.screenshot, args.audio.resolve())
     moved = [m for m, _ in times if m is not None]
     finished = [f for _, f in times]
     span = f"{min(moved):.2f}-{max(moved):.2f} s" if moved else "never"
     print(f"{args.repo}: first moving frame {span} ({len(times) - len(moved)} of {len(times)} runs never moved), "
           f"finished video {min(finished):.2f}-{max(finished):.2f} s after Generate ({len(times)} warm runs; the "
-          f"5.5 s example's speech, {args.photo.name}, whole photo, bundled checkpoints)")
+          f"speech {args.audio.name}, photo {args.photo.name}, whole photo, bundled checkpoints)")
 
 
 if __name__ == "__main__":
