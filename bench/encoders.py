@@ -25,15 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench.harness import Row, machine_line, report, write_speech
 from bench.whole_photo import portrait
+from talkface.pipeline import LARGE_CODEC, LARGE_PRESET, LARGE_X264
 
 SECTION = "encoders"
-X264 = ["-c:v", "libx264", "-crf", "20"]
-SETTINGS = {  # name: ffmpeg's output options
-    "x264 veryfast (the 256² videos)": [*X264, "-preset", "veryfast"],
-    "x264 ultrafast": [*X264, "-preset", "ultrafast"],
-    "x264 superfast + B-frames, mbtree (LARGE_X264, the fallback)": [
-        *X264, "-preset", "superfast", "-x264-params", "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"],
-    "OpenH264, 0.1 bit a pixel (LARGE_CODEC, shipped)": None,  # filled in from talkface.video below
+SETTINGS = {  # name: (codec, x264 preset, x264's own options) as talkface.video.encoder_options takes them
+    "x264 veryfast (the 256² videos)": ("libx264", "veryfast", None),
+    "x264 ultrafast": ("libx264", "ultrafast", None),
+    "x264 superfast + B-frames, mbtree (LARGE_X264, the fallback)": ("libx264", LARGE_PRESET, LARGE_X264),
+    "OpenH264, 0.1 bit a pixel (LARGE_CODEC, shipped)": (LARGE_CODEC, None, None),
 }
 
 
@@ -94,24 +93,20 @@ def luma_psnr(out: Path, frames: np.ndarray, moving: np.ndarray) -> tuple[float,
 
 
 def run(quick: bool = False, work: Path | None = None) -> list[Row]:
-    from talkface.video import OPENH264_BITS_PER_PIXEL, h264_encoders
+    from talkface.video import encoder_options, h264_encoders
 
     work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
     raw, size, count = capture(work, 2.0 if quick else None)
     frames = np.fromfile(raw, np.uint8).reshape(count, size[1] * 3 // 2, size[0])
     moving = frames[:, : size[1]].std(0) > 0
-    bits = round(OPENH264_BITS_PER_PIXEL * size[0] * size[1] * 25)
-    settings = dict(SETTINGS)
-    settings["OpenH264, 0.1 bit a pixel (LARGE_CODEC, shipped)"] = ["-c:v", "libopenh264", "-b:v", str(bits),
-                                                                    "-g", "250"]
     rows = [Row(SECTION, "frames", f"{count} of {size[0]} x {size[1]} (the whole portrait, living head); "
                                    f"{100 * moving.mean():.1f}% of the pixels change")]
-    for name, options in settings.items():
-        if "libopenh264" in options and "libopenh264" not in h264_encoders():
+    for name, (codec, preset, x264) in SETTINGS.items():
+        if codec not in h264_encoders():
             rows.append(Row(SECTION, name, "not in this ffmpeg"))
             continue
         out = work / "out.mp4"
-        cpu = encode(raw, size, options, out)
+        cpu = encode(raw, size, ["-c:v", codec, *encoder_options(codec, size, 25, 20, preset, x264)], out)
         face, rest = luma_psnr(out, frames, moving)
         rows.append(Row(SECTION, name, f"{cpu:.2f} CPU-s ({1000 * cpu / count:.1f} ms a frame), "
                                        f"{out.stat().st_size / 1000:.0f} kB, luma PSNR face {face:.1f} dB, "

@@ -40,7 +40,7 @@ def _photo_argument(argv: list[str]) -> str | None:
 def _align_beside(argv: list[str]) -> Callable[[], tuple[AlignedFace, float] | None]:
     """Align the photo in a forked process while this one imports torch and loads the models: the face detectors'
     import, loading and search (~1.1 s) run on the second core instead of before the video (process start to
-    video 4.4-4.8 s against 5.7-6.1, bench/cold_start.py; and the detectors never load in this process). Returns
+    video 4.4-5.2 s against 5.7-6.1, bench/cold_start.py; and the detectors never load in this process). Returns
     a function that waits for (the aligned face, seconds it took); None when there is none to wait for (not
     Linux; torch or the detectors already loaded: fork is safe only before; no --photo; or the child failed or
     hung: the pipeline then aligns the photo itself, and says what is wrong in its usual order)."""

@@ -46,7 +46,7 @@ from talkface.face import (
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
 from talkface.tempdir import new_dir
-from talkface.video import VideoWriter, h264_encoders
+from talkface.video import OPENH264_MAX_MACROBLOCKS, VideoWriter, h264_encoders
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
 DEFAULT_A2L = "baseline"
@@ -65,7 +65,6 @@ FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_C
 # photo (1024x1280, 137 frames) 0.62 CPU-s against plain superfast's 1.16, 179 kB against 624, 41.0 dB against
 # 43.2 from the frames given. One thread either way, which does not fight L2F's two.
 LARGE_CODEC = "libopenh264"
-OPENH264_MAX_MACROBLOCKS = 36864  # H.264 level 5.2's frame size, which OpenH264 enforces
 LARGE_PRESET = "superfast"
 LARGE_X264 = "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"
 

@@ -41,11 +41,23 @@ os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 # 43.5 against 46.6). It has no constant-quality mode: a bit rate per pixel, ~3.3 Mb/s at 1024 x 1280 (it spends
 # a tenth of that on a talking face), and a key frame every 10 s as x264's default.
 OPENH264_BITS_PER_PIXEL = 0.1
+OPENH264_MAX_MACROBLOCKS = 36864  # H.264 level 5.2's frame size, which OpenH264 enforces (e.g. 4096 x 2304)
 
 
 def ffmpeg_exe() -> str:
     """Path of the bundled ffmpeg binary."""
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def encoder_options(codec: str, size: tuple[int, int], fps: float = FPS, crf: int = 20, preset: str = "veryfast",
+                    x264: str | None = None) -> list[str]:
+    """ffmpeg's options for the video encoder: x264 by quality (`crf`, `preset`, and `x264`, its own options over
+    the preset's, "key=value:key=value"); OpenH264 by OPENH264_BITS_PER_PIXEL, a key frame every 10 s."""
+    if codec == "libopenh264":
+        return ["-b:v", str(round(OPENH264_BITS_PER_PIXEL * size[0] * size[1] * fps)), "-g", str(round(10 * fps))]
+    if codec == "libx264":
+        return ["-crf", str(crf), "-preset", preset] + (["-x264-params", x264] if x264 else [])
+    raise ValueError(f"codec must be libx264 or libopenh264, not {codec!r}")
 
 
 @functools.cache
@@ -151,14 +163,7 @@ class VideoWriter:
                 track = self._wav = _temporary_wav(soundtrack.samples, rate, exact=True)
         elif audio is not None:
             track = self._wav = _temporary_wav(audio, sample_rate)
-        if codec == "libopenh264":  # `crf`, `preset` and `x264` are x264's: see OPENH264_BITS_PER_PIXEL
-            params = ["-b:v", str(round(OPENH264_BITS_PER_PIXEL * size[0] * size[1] * fps)), "-g", str(round(10 * fps))]
-        elif codec == "libx264":
-            params = ["-crf", str(crf), "-preset", preset]
-            if x264:  # x264's own options over the preset's ("key=value:key=value")
-                params += ["-x264-params", x264]
-        else:
-            raise ValueError(f"codec must be libx264 or libopenh264, not {codec!r}")
+        params = encoder_options(codec, size, fps, crf, preset, x264)
         if threads:
             params += ["-threads", str(threads)]
         if self.path.suffix == ".mp4":
