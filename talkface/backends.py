@@ -35,7 +35,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "bf16")
-CHOICE_VERSION = 2  # part of the remembered choice's key: a new way of choosing times the candidates again
+CHOICE_VERSION = 3  # part of the remembered choice's key: a new way of choosing times the candidates again
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
 _INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
 
@@ -109,10 +109,11 @@ class _Traced(nn.Module):
         return self.generator(given["photo"], given["heatmaps"], given.get("identity_heatmaps"), **kwargs)
 
 
-def example_inputs(renderer: Any, batch: int = 4, seed: int = 0, face: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[tuple, dict]:
-    """Generator inputs of the right shapes for timing and checking: a random photo and face-like landmarks, or
-    `face` = (aligned photo (3, 256, 256) in [-1, 1], its landmarks (68, 2)) with its mouth moved a little."""
+def example(renderer: Any, batch: int = 4, seed: int = 0, face: tuple[torch.Tensor, torch.Tensor] | None = None
+            ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """A prepared identity, target heatmaps and their landmarks (``renderer.generate``'s arguments) for timing and
+    checking: a random photo and face-like landmarks, or `face` = (aligned photo (3, 256, 256) in [-1, 1], its
+    landmarks (68, 2)), each moved a little."""
     g = torch.Generator().manual_seed(seed)
     size = renderer.image_size
     if face is None:
@@ -124,7 +125,15 @@ def example_inputs(renderer: Any, batch: int = 4, seed: int = 0, face: tuple[tor
     prepared = renderer.prepare(photo if size == 256 else torch.nn.functional.interpolate(
         photo[None], size=(size, size), mode="area")[0], points)
     moved = points[None].repeat(batch, 1, 1) + torch.randn(batch, 68, 2, generator=g)
-    return renderer.generator_inputs(prepared, renderer.heatmaps(moved), moved, memory_format=torch.contiguous_format)
+    return prepared, renderer.heatmaps(moved), moved
+
+
+def example_inputs(renderer: Any, batch: int = 4, seed: int = 0, face: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[tuple, dict]:
+    """``example`` as the generator's own arguments (every frame's whole input, the standard layout): what the
+    ONNX export traces and what ONNX Runtime is given."""
+    prepared, heatmaps, moved = example(renderer, batch, seed, face)
+    return renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
 
 
 def _key(renderer: Any, checkpoint: Path) -> str:
@@ -201,22 +210,15 @@ def _seconds(fn, repeats: int = 3) -> float:
     return best
 
 
-def _channels_last(args: tuple) -> list:
-    """The generator's image inputs as the pipeline gives PyTorch's path: channels_last."""
-    return [a.contiguous(memory_format=torch.channels_last) if a is not None and a.dim() == 4 else a for a in args]
-
-
 def bf16_psnr(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> float:
     """PSNR (dB) of the generator's frames under bfloat16 autocast against float32, for a real `face` (as
     ``example_inputs`` takes it). A real face, because the error grows with fine detail: on a photo of pure
     noise the frames differ far more than on faces (60 against 66-69 dB, and 23 against 43-49 before the flow and
     warp were kept in float32; docs/benchmarks.md)."""
-    args, kwargs = example_inputs(renderer, face=face)
-    fast = _channels_last(args)
+    prepared, heatmaps, moved = example(renderer, face=face)
     with torch.inference_mode():
-        reference = renderer.generator(*fast, **kwargs)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            frames = renderer.generator(*fast, **kwargs).float()
+        reference = renderer.torch_frames(prepared, heatmaps, moved)
+        frames = renderer.torch_frames(prepared, heatmaps, moved, bf16=True)
     return _psnr(frames, reference)
 
 
@@ -258,15 +260,13 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
     known = _records()
     if key in known:
         return known[key]["backend"], known[key]["fps"]
-    args, kwargs = example_inputs(renderer)
-    fast = _channels_last(args)
-
-    def bfloat16() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            renderer.generator(*fast, **kwargs)
-
-    runs = {"torch": lambda: renderer.generator(*fast, **kwargs), "onnx": lambda: onnx(*args, **kwargs),
-            "bf16": bfloat16}
+    # each timed as the renderer runs it: PyTorch with the photo's share computed once, ONNX Runtime given
+    # every frame's whole input
+    prepared, heatmaps, moved = example(renderer)
+    args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
+    runs = {"torch": lambda: renderer.torch_frames(prepared, heatmaps, moved),
+            "onnx": lambda: onnx(*args, **kwargs),
+            "bf16": lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=True)}
     timed = [n for n in names if n == "torch" or (n == "onnx" and onnx is not None)
              or (n == "bf16" and bf16_face is not None)]
     entry: dict[str, Any] = {}

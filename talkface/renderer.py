@@ -5,7 +5,10 @@ One definition for the pipeline (streaming inference), train/evaluate.py (scorin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -14,7 +17,9 @@ from torch import nn
 
 from talkface.checkpoints import load_checkpoint
 from talkface.face import CROP_SIZE
-from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, generator_heatmaps
+from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, IdentityFeatures, generator_heatmaps
+
+STREAMS = 2  # PyTorch's path on a multi-core CPU: a batch split between this many threads (``L2FRenderer._streams``)
 
 
 class PreparedIdentity(NamedTuple):
@@ -23,6 +28,8 @@ class PreparedIdentity(NamedTuple):
     photo: torch.Tensor  # (1, 3, S, S) in [-1, 1]
     heatmaps: torch.Tensor | None  # (1, C, h, h), when the generator reads them
     landmarks: torch.Tensor | None  # (1, 68, 2) in the generator's pixels, when it warps by landmark_flow
+    # the generator's own work on the photo (Generator.identity_features), by backend: filled on first use
+    features: dict[str, IdentityFeatures]
 
 
 class L2FRenderer:
@@ -41,6 +48,8 @@ class L2FRenderer:
         self.heatmap_sigma = heatmap_sigma
         self.backend = "torch"  # or "onnx", "bf16": talkface.backends, chosen by the pipeline
         self._onnx = None
+        # PyTorch's path on a CPU: a batch split between STREAMS threads of one core each (None: not started)
+        self._pool: ThreadPoolExecutor | None = None
 
     def use_onnx(self, onnx) -> None:
         """Run the generator through ONNX Runtime (a ``backends.OnnxGenerator``), or PyTorch again with None."""
@@ -79,7 +88,7 @@ class L2FRenderer:
             photo = F.interpolate(photo, size=(self.image_size, self.image_size), mode="area")
         maps = self.heatmaps(identity_landmarks[None]) if self.generator.use_identity_heatmaps else None
         points = self.pixels(identity_landmarks[None]) if getattr(self.generator, "landmark_flow", False) else None
-        return PreparedIdentity(photo, maps, points)
+        return PreparedIdentity(photo.contiguous(memory_format=torch.channels_last), maps, points, {})
 
     def generator_inputs(self, prepared: PreparedIdentity, heatmaps: torch.Tensor,
                          landmarks: torch.Tensor | None = None,
@@ -87,7 +96,7 @@ class L2FRenderer:
         """The generator's positional and keyword arguments for a batch of (N, C, h, h) target heatmaps drawn
         from (N, 68, 2) crop-pixel ``landmarks``; those are needed only by a generator that warps by
         ``landmark_flow``. channels_last: about a quarter faster on CPU for the same numbers."""
-        photo, maps, points = prepared
+        photo, maps, points, _ = prepared
         n = len(heatmaps)
         args = (photo.expand(n, -1, -1, -1).contiguous(memory_format=memory_format),
                 heatmaps.contiguous(memory_format=memory_format),
@@ -101,13 +110,65 @@ class L2FRenderer:
     def generate(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1]."""
-        args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
         if self._onnx is not None:
+            args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
             return self._onnx(*args, **kwargs)
-        if self.backend == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return self.generator(*args, **kwargs).float()
-        return self.generator(*args, **kwargs)
+        return self.torch_frames(prepared, heatmaps, landmarks, bf16=self.backend == "bf16")
+
+    def torch_frames(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
+                     *, bf16: bool = False) -> torch.Tensor:
+        """``generate`` on PyTorch's path (``bf16``: under bfloat16 autocast, frames still float32): the photo's
+        share of the generator's work computed once per prepared identity, then every batch of frames from it.
+        The backends are timed and checked through here, as the pipeline runs them."""
+        photo, maps, points, features = prepared
+        if points is not None and landmarks is None:
+            raise ValueError("this generator warps by the landmarks: pass them to generate()")
+        heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
+        key = "bf16" if bf16 else "float32"
+        if key not in features:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                features[key] = self.generator.identity_features(photo, maps)
+        parts = [(heatmaps, None if points is None else self.pixels(landmarks))]
+        pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
+        if pool is not None:  # a part of the batch on each stream
+            parts = list(zip(heatmaps.tensor_split(STREAMS), parts[0][1].tensor_split(STREAMS)
+                             if points is not None else [None] * STREAMS))
+            done = [pool.submit(self._frames, photo, part, pixels, points, features[key], bf16, stream=True)
+                    for part, pixels in parts]
+            return torch.cat([future.result() for future in done])
+        return self._frames(photo, *parts[0], points, features[key], bf16)
+
+    def _frames(self, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
+                identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False
+                ) -> torch.Tensor:
+        kwargs = {} if pixels is None else {"landmarks": pixels, "identity_landmarks": identity_points}
+        # a stream's thread starts with gradients on (grad mode is per thread); it is used only without them
+        with torch.inference_mode() if stream else contextlib.nullcontext(), \
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.generator(photo, heatmaps, features=features, **kwargs).float()
+
+    def _streams(self) -> ThreadPoolExecutor | None:
+        """The streams PyTorch's path splits a batch between on a CPU with two cores or more, started on first use.
+
+        Two threads with one core each make frames 10-20% faster on a 2-core CPU than one batch on two cores
+        (docs/benchmarks.md: both with AVX-512 and held to AVX2, float32 and bfloat16): the generator's small
+        layers leave OpenMP's threads waiting on each other, two independent halves do not."""
+        total = torch.get_num_threads()
+        if self.device.type != "cpu" or total < STREAMS:
+            return None
+        if self._pool is None:
+            pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="talkface-l2f")
+            ready = threading.Barrier(STREAMS)
+
+            def start() -> None:  # each stream's own thread count (OpenMP's is per thread)
+                torch.set_num_threads(total // STREAMS)
+                ready.wait()
+
+            for future in [pool.submit(start) for _ in range(STREAMS)]:
+                future.result()
+            torch.set_num_threads(total)  # it also sets the count threads started later begin with: put it back
+            self._pool = pool
+        return self._pool
 
     @torch.inference_mode()
     def __call__(self, identity: torch.Tensor, identity_landmarks: torch.Tensor, landmarks: torch.Tensor

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -140,9 +141,10 @@ class FullResolution(nn.Module):
         self.reduce = nn.Conv2d(in_ch, out_ch, 1)
         self.photo = nn.Conv2d(3, out_ch, 3, 1, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(self.reduce(x), size=photo.shape[-2:], mode="bilinear", align_corners=False)
-        return F.silu(x + self.photo(photo))
+    def forward(self, x: torch.Tensor, photo_features: torch.Tensor) -> torch.Tensor:
+        """``photo_features``: ``self.photo(photo)``, computed once per identity (``UNet.identity_features``)."""
+        x = F.interpolate(self.reduce(x), size=photo_features.shape[-2:], mode="bilinear", align_corners=False)
+        return F.silu(x + photo_features)
 
 
 class UNet(nn.Module):
@@ -170,8 +172,27 @@ class UNet(nn.Module):
         self.to_full = FullResolution(channels[0], full_res_channels)
         self.out_channels = full_res_channels
 
-    def forward(self, photo: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        h = self.stem(torch.cat([F.pixel_unshuffle(photo, 2), conditions], dim=1))
+    def identity_features(self, photo: torch.Tensor, fixed: torch.Tensor | None = None) -> IdentityFeatures:
+        """What the network computes from the identity alone, once per photo: the stem conv's share of the
+        photo (and of ``fixed``, the identity's own half-resolution conditions) and the full-resolution photo
+        conv. Both are linear, so a frame's stem is that share plus the conv of the frame's own conditions: the
+        same sums as one conv over everything, but a video pays for the photo's part once, not once a frame
+        (about a tenth of the generator's time on a CPU)."""
+        weight = self.stem[0].weight
+        photo_weight = weight[:, : 4 * 3]
+        inputs = F.pixel_unshuffle(photo, 2)
+        if fixed is not None:
+            photo_weight = torch.cat([photo_weight, weight[:, weight.shape[1] - fixed.shape[1] :]], dim=1)
+            inputs = torch.cat([inputs, fixed], dim=1)
+        stem = F.conv2d(inputs, photo_weight, padding=self.stem[0].padding)
+        return IdentityFeatures(stem, self.to_full.photo(photo))
+
+    def forward(self, conditions: torch.Tensor, identity: IdentityFeatures) -> torch.Tensor:
+        """``conditions``: the frames' own half-resolution conditions (B, C, H/2, W/2), the first C of the stem's
+        condition channels; ``identity``: ``identity_features`` of the photo, batch 1 (shared) or B."""
+        weight = self.stem[0].weight[:, 4 * 3 : 4 * 3 + conditions.shape[1]]
+        h = F.conv2d(conditions, weight, padding=self.stem[0].padding) + identity.stem
+        h = self.stem[2](self.stem[1](h))  # the stem's GroupNorm and activation
         skips = []
         for down in self.downs:
             skips.append(h)
@@ -179,7 +200,14 @@ class UNet(nn.Module):
         h = self.bottleneck(h)
         for up in self.ups:
             h = up(h, skips.pop())
-        return self.to_full(h, photo)
+        return self.to_full(h, identity.full)
+
+
+class IdentityFeatures(NamedTuple):
+    """The generator's work on the identity photo alone (``Generator.identity_features``): shared by every frame."""
+
+    stem: torch.Tensor  # (B, channels[0], H/2, W/2): the stem conv's share of the photo and its own heatmaps
+    full: torch.Tensor  # (B, full_res_channels, H, W): the full-resolution conv of the photo
 
 
 def resize_to(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -238,16 +266,25 @@ class Generator(nn.Module):
             with torch.no_grad():
                 self.head.bias[5] = 2.0
 
+    def identity_features(self, identity: torch.Tensor, identity_heatmaps: torch.Tensor | None = None
+                          ) -> IdentityFeatures:
+        """The part of the work that depends on the identity photo (and its heatmaps) only. A video of one photo
+        computes it once, on the photo alone (batch 1), and passes it to ``forward`` as ``features``."""
+        if not self.use_identity_heatmaps:
+            return self.unet.identity_features(identity)
+        if identity_heatmaps is None:
+            raise ValueError("built with use_identity_heatmaps=True: pass identity_heatmaps")
+        return self.unet.identity_features(identity, resize_to(identity_heatmaps, _half(identity)))
+
     def forward(self, identity: torch.Tensor, heatmaps: torch.Tensor, identity_heatmaps: torch.Tensor | None = None,
-                *, landmarks: torch.Tensor | None = None, identity_landmarks: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        maps = [heatmaps]
-        if self.use_identity_heatmaps:
-            if identity_heatmaps is None:
-                raise ValueError("built with use_identity_heatmaps=True: pass identity_heatmaps")
-            maps.append(identity_heatmaps)
-        half = (identity.shape[-2] // 2, identity.shape[-1] // 2)
-        out = self.head(self.unet(identity, torch.cat([resize_to(m, half) for m in maps], dim=1)))
+                *, landmarks: torch.Tensor | None = None, identity_landmarks: torch.Tensor | None = None,
+                features: IdentityFeatures | None = None) -> torch.Tensor:
+        """Frames (B, 3, H, W) for the target ``heatmaps`` (B, ...). ``features``: ``identity_features`` of the
+        identity, computed here when not given; given, ``identity`` (and ``identity_landmarks``) may be one photo
+        (batch 1) shared by the B frames, and ``identity_heatmaps`` are not needed."""
+        if features is None:
+            features = self.identity_features(identity, identity_heatmaps)
+        out = self.head(self.unet(resize_to(heatmaps, _half(identity)), features))
         # The head's few channels in float32 and the standard layout. Layout: sliced out of a channels_last
         # tensor, tanh and friends take a strided path 6-10x slower (on a CPU ~15% of the generator's time).
         # float32: under bfloat16 autocast (backends "bf16") the flow, the warp and the blend stay exact -
@@ -261,10 +298,15 @@ class Generator(nn.Module):
             if self.landmark_flow:
                 if landmarks is None or identity_landmarks is None:
                     raise ValueError("built with landmark_flow=True: pass landmarks and identity_landmarks")
-                prior = landmark_flow(identity_landmarks.float(), landmarks.float(), identity.shape[-1])
+                source = identity_landmarks.float().expand(len(landmarks), -1, -1)
+                prior = landmark_flow(source, landmarks.float(), identity.shape[-1])
                 flow = flow + F.interpolate(prior, size=flow.shape[-2:], mode="bilinear", align_corners=False)
-            warped = warp(identity.float(), flow)
+            warped = warp(identity.float().expand(len(flow), -1, -1, -1), flow)
             return mask * warped + (1 - mask) * rgb
+
+
+def _half(image: torch.Tensor) -> tuple[int, int]:
+    return image.shape[-2] // 2, image.shape[-1] // 2
 
 
 def landmark_flow(source: torch.Tensor, target: torch.Tensor, image_size: int, size: int | None = None,
