@@ -161,6 +161,7 @@ class L2FRenderer:
             ready = threading.Barrier(STREAMS)
 
             def start() -> None:  # each stream's own thread count (OpenMP's is per thread)
+                torch.get_num_threads()  # PyTorch sets a thread's count on its first use: have that done first
                 torch.set_num_threads(total // STREAMS)
                 ready.wait()
 

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from talkface import backends
 from talkface.errors import TalkFaceError
 from talkface.pipeline import TalkingFacePipeline
+from talkface.renderer import L2FRenderer
 
 pytest.importorskip("onnxruntime")
 REPO = Path(__file__).parent.parent
@@ -38,6 +40,21 @@ def test_the_onnx_backend_gives_the_frames_pytorch_gives(tiny_checkpoints, tmp_p
     b = onnx_pipe.run(PHOTO, SPEECH, out=tmp_path / "o.mp4", full_frame=False, still=True, preview_frames=12)
     for p, q in zip(a.preview, b.preview, strict=True):
         assert psnr(p.frame, q.frame) >= 40
+
+
+def test_the_exported_generator_takes_any_batch(tiny_checkpoints, tmp_path, monkeypatch):
+    """Exported at batch 4, run at the batch sizes a video ends with: a size traced into the graph as a constant
+    would fail there (it did, once: an expand to the export's batch)."""
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    renderer = L2FRenderer.from_checkpoint(tiny_checkpoints / "l2f")
+    onnx = backends.onnx_generator(renderer, tiny_checkpoints / "l2f.safetensors")
+    assert onnx is not None
+    for batch in (1, 3, 8):
+        prepared, heatmaps, moved = backends.example(renderer, batch=batch)
+        args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
+        with torch.inference_mode():
+            frames, expected = onnx(*args, **kwargs), renderer.torch_frames(prepared, heatmaps, moved)
+        assert frames.shape == expected.shape and backends._psnr(frames, expected) >= 80
 
 
 def test_auto_times_both_once_and_remembers(tiny_checkpoints, tmp_path, monkeypatch):

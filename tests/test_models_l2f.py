@@ -76,6 +76,31 @@ def test_generator_channels_last_inference_mode(mode):
     assert torch.allclose(expected, got, atol=1e-5)
 
 
+@pytest.mark.parametrize("identity_heatmaps", [True, False])
+def test_identity_features_computed_once_give_the_same_frames(face, identity_heatmaps):
+    """A video of one photo computes the generator's work on the photo once (batch 1) and shares it: the frames
+    are the full forward pass's, each frame given the photo."""
+    image, landmarks = face
+    size = 64
+    photo = F.interpolate(image[None], size=size, mode="area")
+    source = landmarks[None] * size / 256
+    target = source.repeat(3, 1, 1)
+    target[:, 48:68, 1] += torch.tensor([0.0, 2.0, 4.0])[:, None]
+    torch.manual_seed(0)
+    gen = Generator(mode="warp", landmark_flow=True, use_identity_heatmaps=identity_heatmaps, **TINY).eval()
+    torch.nn.init.normal_(gen.head.weight, std=0.1)  # a flow and a mask that depend on the features
+    maps, own = render_heatmaps(target, size=size // 2), render_heatmaps(source, size=size // 2)
+    own = own if identity_heatmaps else None
+    with torch.inference_mode():
+        full = gen(photo.expand(3, -1, -1, -1), maps, None if own is None else own.expand(3, -1, -1, -1),
+                   landmarks=target, identity_landmarks=source.expand(3, -1, -1))
+        features = gen.identity_features(photo, own)
+        shared = gen(photo, maps, landmarks=target, identity_landmarks=source, features=features)
+    assert features.stem.shape[0] == 1 and features.full.shape == (1, TINY["full_res_channels"], size, size)
+    assert (full[0] - full[2]).abs().max() > 0.01  # the frames differ...
+    assert torch.allclose(shared, full, atol=1e-5)  # ...and are the same either way
+
+
 def test_default_generator_fits_the_checkpoint_budget():
     params = sum(p.numel() for p in Generator(**GENERATOR_SIZES["default"]).parameters())
     assert params * 2 < 60e6  # stored as fp16

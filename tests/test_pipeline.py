@@ -108,7 +108,10 @@ class CountingGenerator(torch.nn.Module):
         super().__init__()
         self.count = 0
 
-    def forward(self, identity, heatmaps, identity_heatmaps=None):
+    def identity_features(self, identity, identity_heatmaps=None):
+        return None
+
+    def forward(self, identity, heatmaps, identity_heatmaps=None, features=None):
         levels = 16 + 8 * torch.arange(self.count, self.count + len(heatmaps), dtype=torch.float32)
         self.count += len(heatmaps)
         return (levels / 127.5 - 1)[:, None, None, None].expand(-1, 3, *identity.shape[-2:])
@@ -116,6 +119,7 @@ class CountingGenerator(torch.nn.Module):
 
 def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, monkeypatch):
     monkeypatch.setattr(pipe.renderer, "generator", CountingGenerator())
+    monkeypatch.setattr(pipe.renderer, "_streams", lambda: None)  # it counts calls: one batch, one call
     result = pipe.run(aligned, short_speech, out=tmp_path / "n.mp4", batch_size=7, panels=True, full_frame=False)
     expected = 16 + 8 * np.arange(result.num_frames)
     for path in (result.video_path, result.panel_video_path):
@@ -144,6 +148,9 @@ class RecordingGenerator(torch.nn.Module):
         super().__init__()
         self.inner, self.use_identity_heatmaps, self.heatmaps = inner, inner.use_identity_heatmaps, []
         self.landmark_flow, self.landmarks = inner.landmark_flow, []
+
+    def identity_features(self, identity, identity_heatmaps=None):
+        return self.inner.identity_features(identity, identity_heatmaps)
 
     def forward(self, identity, heatmaps, identity_heatmaps=None, **landmarks):
         self.heatmaps.append(heatmaps.clone())
@@ -181,6 +188,7 @@ def test_articulation_never_crosses_the_lips():
 def test_a2l_output_reaches_heatmaps_and_frames_unchanged(pipe, aligned, short_speech, tmp_path, monkeypatch):
     recorder = RecordingGenerator(pipe.renderer.generator)
     monkeypatch.setattr(pipe.renderer, "generator", recorder)
+    monkeypatch.setattr(pipe.renderer, "_streams", lambda: None)  # it records batches in order: one call each
     result = pipe.run(aligned, short_speech, out=tmp_path / "x.mp4", batch_size=8, still=True, full_frame=False)
 
     # A2L outside the pipeline, on the same features and reference

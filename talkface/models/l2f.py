@@ -298,10 +298,12 @@ class Generator(nn.Module):
             if self.landmark_flow:
                 if landmarks is None or identity_landmarks is None:
                     raise ValueError("built with landmark_flow=True: pass landmarks and identity_landmarks")
-                source = identity_landmarks.float().expand(len(landmarks), -1, -1)
-                prior = landmark_flow(source, landmarks.float(), identity.shape[-1])
+                prior = landmark_flow(identity_landmarks.float(), landmarks.float(), identity.shape[-1])  # broadcast
                 flow = flow + F.interpolate(prior, size=flow.shape[-2:], mode="bilinear", align_corners=False)
-            warped = warp(identity.float().expand(len(flow), -1, -1, -1), flow)
+            photo = identity.float()
+            if len(photo) != len(flow):  # one photo for the batch (``features`` given); never so when exported
+                photo = photo.expand(len(flow), -1, -1, -1)
+            warped = warp(photo, flow)
             return mask * warped + (1 - mask) * rgb
 
 
