@@ -304,7 +304,7 @@ class Generator(nn.Module):
             if len(photo) != len(flow):  # one photo for the batch (``features`` given); never so when exported
                 photo = photo.expand(len(flow), -1, -1, -1)
             warped = warp(photo, flow)
-            return mask * warped + (1 - mask) * rgb
+            return torch.lerp(rgb, warped, mask)  # mask * warped + (1 - mask) * rgb, in one pass
 
 
 def _half(image: torch.Tensor) -> tuple[int, int]:
@@ -326,13 +326,15 @@ def landmark_flow(source: torch.Tensor, target: torch.Tensor, image_size: int, s
     size = size or image_size // 2
     sigma = sigma * image_size / CROP_SIZE
     coords = (torch.arange(size, device=target.device, dtype=target.dtype) + 0.5) * (image_size / size) - 0.5
-    dx = coords[None, None, None, :] - target[..., 0, None, None]  # (B, 68, 1, size)
-    dy = coords[None, None, :, None] - target[..., 1, None, None]  # (B, 68, size, 1)
-    # a 2-D Gaussian is the product of two 1-D ones: size x size exponentials become 2 x size (same weights)
-    weights = torch.exp(-dy * dy / (2 * sigma * sigma)) * torch.exp(-dx * dx / (2 * sigma * sigma))  # (B,68,s,s)
+    dx = coords - target[..., 0, None]  # (B, 68, size)
+    dy = coords - target[..., 1, None]
+    # A 2-D Gaussian is the product of two 1-D ones, so every sum over the landmarks of weight(y, x) * v is
+    # gy^T diag(v) gx, a (size x 68) @ (68 x size) product: the (B, 68, size, size) weights are never built.
+    gx, gy = torch.exp(-dx * dx / (2 * sigma * sigma)), torch.exp(-dy * dy / (2 * sigma * sigma))
     shift = source - target  # where each target landmark's pixels come from, in pixels
-    flow = torch.einsum("bkhw,bkc->bchw", weights, shift) / (weights.sum(1, keepdim=True) + math.exp(-reach ** 2 / 2))
-    return flow * (2.0 / image_size)
+    moved = (gy.unsqueeze(1) * shift.transpose(1, 2).unsqueeze(-1)).transpose(-1, -2) @ gx.unsqueeze(1)  # (B,2,s,s)
+    total = gy.transpose(-1, -2) @ gx  # (B, size, size): the weights' sum
+    return moved / (total.unsqueeze(1) + math.exp(-reach ** 2 / 2)) * (2.0 / image_size)
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
