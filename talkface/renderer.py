@@ -124,9 +124,9 @@ class L2FRenderer:
         if points is not None and landmarks is None:
             raise ValueError("this generator warps by the landmarks: pass them to generate()")
         heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
-        key = "bf16" if bf16 else "float32"
+        key = "float32"  # in float32 for bfloat16 too: added to each frame's own share, they keep it exact
         if key not in features:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(self.device.type, enabled=False):
                 features[key] = self.generator.identity_features(photo, maps)
         parts = [(heatmaps, None if points is None else self.pixels(landmarks))]
         pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
