@@ -18,9 +18,31 @@ if sys.platform.startswith("linux"):
 else:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
 from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceError
 
 __all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "TalkingFacePipeline"]
+
+
+def _one_malloc_arena() -> None:
+    """Every thread allocates from glibc's main heap (M_ARENA_MAX 1), unless the user set MALLOC_ARENA_MAX.
+
+    L2F's streams (``talkface.renderer``) and the app's request threads would each get an arena of their own,
+    where freed full-resolution activations are not reused but mapped afresh, page by page: on 2 cores the
+    generator ran 35-38 frames/s at batch 4 with an arena per thread against 39-44 with one, and peaked 30-60 MB
+    higher on a 33-s video (docs/benchmarks.md). Process-wide, so set when talkface is imported, before any
+    thread starts; mallopt is glibc's (M_ARENA_MAX = -8), elsewhere nothing is changed."""
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, 1)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+_one_malloc_arena()
 
 
 def __getattr__(name: str):
