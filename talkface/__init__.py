@@ -25,14 +25,16 @@ __all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "Talki
 
 
 def _one_malloc_arena() -> None:
-    """Every thread allocates from glibc's main heap (M_ARENA_MAX 1), unless the user set MALLOC_ARENA_MAX.
+    """Every thread allocates from glibc's main heap (M_ARENA_MAX 1), unless the user set MALLOC_ARENA_MAX (or
+    glibc's arena_max tunable).
 
     L2F's streams (``talkface.renderer``) and the app's request threads would each get an arena of their own,
     where freed full-resolution activations are not reused but mapped afresh, page by page: on 2 cores the
     generator ran 35-38 frames/s at batch 4 with an arena per thread against 39-44 with one, and peaked 30-60 MB
     higher on a 33-s video (docs/benchmarks.md). Process-wide, so set when talkface is imported, before any
     thread starts; mallopt is glibc's (M_ARENA_MAX = -8), elsewhere nothing is changed."""
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
+            or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
         return
     import ctypes
 

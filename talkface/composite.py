@@ -123,13 +123,15 @@ class PasteBack:
         # Each frame warps its face and its blending weight together, as one 4-channel image (RGB + alpha): one
         # resampling pass, and OpenCV's 4-channel path is faster than its 3-channel one alone. The transform is
         # the same for every frame, so its per-pixel source coordinates are computed once, in fixed point.
-        xs, ys = np.meshgrid(np.arange(max(0, x1 - x0), dtype=np.float64), np.arange(max(0, y1 - y0), dtype=np.float64))
-        (a, b, c), (d, e, f) = self._roi_to_crop
-        self._maps = cv2.convertMaps((a * xs + b * ys + c).astype(np.float32), (d * xs + e * ys + f).astype(np.float32),
-                                     cv2.CV_16SC2)
+        self._maps = self._alpha4 = self._background4 = None  # an empty ROI (the face off the output) needs none
+        if x1 > x0 and y1 > y0:
+            xs, ys = np.meshgrid(np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64))
+            (a, b, c), (d, e, f) = self._roi_to_crop
+            self._maps = cv2.convertMaps((a * xs + b * ys + c).astype(np.float32),
+                                         (d * xs + e * ys + f).astype(np.float32), cv2.CV_16SC2)
+            self._alpha4 = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
+            self._background4 = cv2.cvtColor(self.background[self.roi], cv2.COLOR_RGB2RGBA)
         self._crop4 = np.zeros((self.size, self.size, 4), np.uint8)
-        self._alpha4 = np.zeros((max(0, y1 - y0), max(0, x1 - x0), 4), np.uint8)
-        self._background4 = cv2.cvtColor(self.background[self.roi], cv2.COLOR_RGB2RGBA)
         self._out = self.background.copy()
         self._yuv = cv2.cvtColor(self.background, cv2.COLOR_RGB2YUV_I420)
         self._planes = _i420_planes(self._yuv, self.height, self.width)
@@ -158,7 +160,7 @@ class PasteBack:
 
     def mask(self, landmarks: np.ndarray) -> np.ndarray:
         """The blending mask for a frame with these landmarks (crop pixels), at half the crop's size: it is
-        smooth, so drawn at a quarter of the cost, then resampled to the crop."""
+        smooth, so drawn at a quarter of the cost (``_crop_alpha`` resamples it to the crop)."""
         half = self.size // 2
         points = [(p + 0.5) * 0.5 - 0.5 for p in (self._reference, np.asarray(landmarks, np.float32))]
         return face_mask(points, self.region, half)
@@ -173,7 +175,9 @@ class PasteBack:
 
     def alpha(self, landmarks: np.ndarray) -> np.ndarray:
         """The 8-bit blending weight of the generated face over the output's ROI (`self.roi`) for a frame: the
-        one ``__call__`` uses."""
+        same values ``__call__`` warps with the face, as its fourth channel."""
+        if self._maps is None:
+            return np.zeros((0, 0), np.uint8)
         return cv2.remap(self._crop_alpha(landmarks), *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
     def __call__(self, frame: np.ndarray, landmarks: np.ndarray, yuv: bool = False) -> np.ndarray:

@@ -20,6 +20,7 @@ from talkface.face import CROP_SIZE
 from talkface.models.l2f import HEATMAP_SCALE, HEATMAP_SIGMA, IdentityFeatures, generator_heatmaps
 
 STREAMS = 2  # PyTorch's path on a multi-core CPU: a batch split between this many threads (``L2FRenderer._streams``)
+_STARTING = threading.Lock()
 
 
 class PreparedIdentity(NamedTuple):
@@ -28,7 +29,7 @@ class PreparedIdentity(NamedTuple):
     photo: torch.Tensor  # (1, 3, S, S) in [-1, 1]
     heatmaps: torch.Tensor | None  # (1, C, h, h), when the generator reads them
     landmarks: torch.Tensor | None  # (1, 68, 2) in the generator's pixels, when it warps by landmark_flow
-    # the generator's own work on the photo (Generator.identity_features), by backend: filled on first use
+    # the generator's own work on the photo (Generator.identity_features), in float32: filled on first use
     features: dict[str, IdentityFeatures]
 
 
@@ -48,8 +49,9 @@ class L2FRenderer:
         self.heatmap_sigma = heatmap_sigma
         self.backend = "torch"  # or "onnx", "bf16": talkface.backends, chosen by the pipeline
         self._onnx = None
-        # PyTorch's path on a CPU: a batch split between STREAMS threads of one core each (None: not started)
+        # PyTorch's path on a CPU: a batch split between STREAMS threads (None: not started; ``_streams``)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0  # the process that started it: a forked child starts its own
 
     def use_onnx(self, onnx) -> None:
         """Run the generator through ONNX Runtime (a ``backends.OnnxGenerator``), or PyTorch again with None."""
@@ -119,15 +121,20 @@ class L2FRenderer:
                      *, bf16: bool = False) -> torch.Tensor:
         """``generate`` on PyTorch's path (``bf16``: under bfloat16 autocast, frames still float32): the photo's
         share of the generator's work computed once per prepared identity, then every batch of frames from it.
-        The backends are timed and checked through here, as the pipeline runs them."""
+        The backends are timed and checked through here, as the pipeline runs them. The caller's own autocast,
+        if any, does not apply: ``bf16`` says what runs in bfloat16."""
         photo, maps, points, features = prepared
         if points is not None and landmarks is None:
             raise ValueError("this generator warps by the landmarks: pass them to generate()")
         heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
         key = "float32"  # in float32 for bfloat16 too: added to each frame's own share, they keep it exact
-        if key not in features:
+        if key not in features or torch.is_grad_enabled():
             with torch.autocast(self.device.type, enabled=False):
-                features[key] = self.generator.identity_features(photo, maps)
+                computed = self.generator.identity_features(photo, maps)
+            if torch.is_grad_enabled():  # part of the caller's graph, with the weights of now: not kept
+                return self._frames(photo, heatmaps, None if points is None else self.pixels(landmarks), points,
+                                    computed, bf16)
+            features[key] = computed
         parts = [(heatmaps, None if points is None else self.pixels(landmarks))]
         pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
         if pool is not None:  # a part of the batch on each stream
@@ -148,7 +155,8 @@ class L2FRenderer:
             return self.generator(photo, heatmaps, features=features, **kwargs).float()
 
     def _streams(self) -> ThreadPoolExecutor | None:
-        """The streams PyTorch's path splits a batch between on a CPU with two cores or more, started on first use.
+        """The streams PyTorch's path splits a batch between on a CPU with two cores or more, started on first use
+        (the CPU's threads shared between them: one core each on 2 cores).
 
         Two threads with one core each make frames 10-20% faster on a 2-core CPU than one batch on two cores
         (docs/benchmarks.md: both with AVX-512 and held to AVX2, float32 and bfloat16): the generator's small
@@ -156,19 +164,23 @@ class L2FRenderer:
         total = torch.get_num_threads()
         if self.device.type != "cpu" or total < STREAMS:
             return None
-        if self._pool is None:
-            pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="talkface-l2f")
-            ready = threading.Barrier(STREAMS)
+        with _STARTING:  # two requests' first frames at once start one pool
+            if self._pool is None or self._pool_pid != os.getpid():
+                pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="talkface-l2f")
+                ready = threading.Barrier(STREAMS)
+                counts = [total // STREAMS + (i < total % STREAMS) for i in range(STREAMS)]
 
-            def start() -> None:  # each stream's own thread count (OpenMP's is per thread)
-                torch.get_num_threads()  # PyTorch sets a thread's count on its first use: have that done first
-                torch.set_num_threads(total // STREAMS)
-                ready.wait()
+                def start() -> None:  # each stream's own thread count (OpenMP's is per thread)
+                    torch.get_num_threads()  # PyTorch sets a thread's count on its first use: have that done first
+                    torch.set_num_threads(counts.pop())
+                    ready.wait()
 
-            for future in [pool.submit(start) for _ in range(STREAMS)]:
-                future.result()
-            torch.set_num_threads(total)  # it also sets the count threads started later begin with: put it back
-            self._pool = pool
+                for future in [pool.submit(start) for _ in range(STREAMS)]:
+                    future.result()
+                # set_num_threads also sets the count a thread starting later begins with: put it back (a thread
+                # first using torch in the few milliseconds before would begin with a stream's count)
+                torch.set_num_threads(total)
+                self._pool, self._pool_pid = pool, os.getpid()
         return self._pool
 
     @torch.inference_mode()

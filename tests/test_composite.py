@@ -2,6 +2,7 @@
 landscape photo, and near the photo's edge. No model is needed: pasting the aligned crop itself back must give
 the photo again (the geometry is right), and a changed crop must change only the pixels under the mask."""
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -109,6 +110,18 @@ def test_the_mask_is_feathered_and_never_touches_the_crop_edge(photo):
     row = mask[int(aligned.landmarks[MOUTH].mean(0)[1])]
     ramp = row[(row > 0.02) & (row < 0.98)]
     assert len(ramp) >= 10  # a soft edge over at least 5 pixels on each side, no step
+
+
+def test_a_crop_off_the_output_leaves_the_photo_alone(photo):
+    """A transform that puts the crop wholly outside the output (nothing to paste): the photo, every frame."""
+    aligned = align_face(photo)
+    far = aligned.transform.copy()
+    far[:, 2] -= 5000  # photo pixel -> crop pixel: the crop now lies far beyond the photo
+    paste = PasteBack(dataclasses.replace(aligned, transform=far))
+    assert paste.alpha(aligned.landmarks).size == 0
+    np.testing.assert_array_equal(paste(aligned.image, aligned.landmarks), paste.background)
+    np.testing.assert_array_equal(paste(aligned.image, aligned.landmarks, yuv=True),
+                                  cv2.cvtColor(paste.background, cv2.COLOR_RGB2YUV_I420))
 
 
 def test_output_size_caps_the_long_side_and_makes_it_even():

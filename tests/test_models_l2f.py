@@ -76,10 +76,11 @@ def test_generator_channels_last_inference_mode(mode):
     assert torch.allclose(expected, got, atol=1e-5)
 
 
-@pytest.mark.parametrize("identity_heatmaps", [True, False])
-def test_identity_features_computed_once_give_the_same_frames(face, identity_heatmaps):
+@pytest.mark.parametrize(("mode", "identity_heatmaps"), [("warp", True), ("warp", False), ("direct", True)])
+def test_identity_features_computed_once_give_the_same_frames(face, mode, identity_heatmaps):
     """A video of one photo computes the generator's work on the photo once (batch 1) and shares it: the frames
-    are the full forward pass's, each frame given the photo."""
+    are the full forward pass's, each frame given the photo, and the stem's split (the photo's channels once, the
+    frame's each time) is the stem as trained, one conv over all of them."""
     image, landmarks = face
     size = 64
     photo = F.interpolate(image[None], size=size, mode="area")
@@ -87,16 +88,22 @@ def test_identity_features_computed_once_give_the_same_frames(face, identity_hea
     target = source.repeat(3, 1, 1)
     target[:, 48:68, 1] += torch.tensor([0.0, 2.0, 4.0])[:, None]
     torch.manual_seed(0)
-    gen = Generator(mode="warp", landmark_flow=True, use_identity_heatmaps=identity_heatmaps, **TINY).eval()
+    gen = Generator(mode=mode, landmark_flow=mode == "warp", use_identity_heatmaps=identity_heatmaps, **TINY).eval()
     torch.nn.init.normal_(gen.head.weight, std=0.1)  # a flow and a mask that depend on the features
     maps, own = render_heatmaps(target, size=size // 2), render_heatmaps(source, size=size // 2)
     own = own if identity_heatmaps else None
+    points = {"landmarks": target, "identity_landmarks": source} if mode == "warp" else {}
     with torch.inference_mode():
         full = gen(photo.expand(3, -1, -1, -1), maps, None if own is None else own.expand(3, -1, -1, -1),
-                   landmarks=target, identity_landmarks=source.expand(3, -1, -1))
+                   **{k: v.expand(3, -1, -1) for k, v in points.items()})
         features = gen.identity_features(photo, own)
-        shared = gen(photo, maps, landmarks=target, identity_landmarks=source, features=features)
+        shared = gen(photo, maps, features=features, **points)
+        stem = gen.unet.stem  # as trained: conv -> GroupNorm -> SiLU over the photo and every condition at once
+        together = stem(torch.cat([F.pixel_unshuffle(photo, 2).expand(3, -1, -1, -1), maps]
+                                  + ([] if own is None else [own.expand(3, -1, -1, -1)]), dim=1))
+        split = stem[2](stem[1](F.conv2d(maps, stem[0].weight[:, 12:12 + maps.shape[1]], padding=1) + features.stem))
     assert features.stem.shape[0] == 1 and features.full.shape == (1, TINY["full_res_channels"], size, size)
+    assert torch.allclose(split, together, atol=1e-5)
     assert (full[0] - full[2]).abs().max() > 0.01  # the frames differ...
     assert torch.allclose(shared, full, atol=1e-5)  # ...and are the same either way
 

@@ -44,3 +44,35 @@ def test_the_torch_path_gives_the_generators_frames_on_streams(tiny_checkpoints)
         assert renderer._pool.submit(torch.get_num_threads).result() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_requests_at_once_share_one_pool_and_gradients_keep_nothing(tiny_checkpoints):
+    """The app's requests run on threads of their own: two first batches at once start one pool and get the
+    frames one alone gets. With gradients on (training), the photo's features are not kept between calls."""
+    aligned = align_photo(PHOTO)
+    renderer = L2FRenderer.from_checkpoint(tiny_checkpoints / "l2f")
+    photo = torch.from_numpy(aligned.image).permute(2, 0, 1).float() / 127.5 - 1
+    points = torch.from_numpy(aligned.landmarks).float().repeat(4, 1, 1)
+    heatmaps = renderer.heatmaps(points)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results, pools = {}, set()
+
+        def request(i: int) -> None:
+            with torch.inference_mode():
+                results[i] = renderer.generate(renderer.prepare(photo, points[0]), heatmaps, points)
+            pools.add(id(renderer._pool))
+
+        workers = [threading.Thread(target=request, args=(i,)) for i in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert len(pools) == 1 and torch.equal(results[0], results[1])
+        prepared = renderer.prepare(photo, points[0])
+        frames = renderer.generate(prepared, heatmaps, points)  # gradients on
+        assert frames.requires_grad and not prepared.features
+        assert torch.allclose(frames.detach(), results[0], atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
