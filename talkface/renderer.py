@@ -123,27 +123,26 @@ class L2FRenderer:
         share of the generator's work computed once per prepared identity, then every batch of frames from it.
         The backends are timed and checked through here, as the pipeline runs them. The caller's own autocast,
         if any, does not apply: ``bf16`` says what runs in bfloat16."""
-        photo, maps, points, features = prepared
+        photo, maps, points, cache = prepared
         if points is not None and landmarks is None:
             raise ValueError("this generator warps by the landmarks: pass them to generate()")
+        pixels = None if points is None else self.pixels(landmarks)
         heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
-        key = "float32"  # in float32 for bfloat16 too: added to each frame's own share, they keep it exact
-        if key not in features or torch.is_grad_enabled():
+        features = cache.get("float32")
+        if features is None or torch.is_grad_enabled():
+            # float32 on the bfloat16 path too: added to each frame's own share, they keep the sum exact
             with torch.autocast(self.device.type, enabled=False):
-                computed = self.generator.identity_features(photo, maps)
-            if torch.is_grad_enabled():  # part of the caller's graph, with the weights of now: not kept
-                return self._frames(photo, heatmaps, None if points is None else self.pixels(landmarks), points,
-                                    computed, bf16)
-            features[key] = computed
-        parts = [(heatmaps, None if points is None else self.pixels(landmarks))]
+                features = self.generator.identity_features(photo, maps)
+            if not torch.is_grad_enabled():  # with gradients they are part of the caller's graph: not kept
+                cache["float32"] = features
         pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
-        if pool is not None:  # a part of the batch on each stream
-            parts = list(zip(heatmaps.tensor_split(STREAMS), parts[0][1].tensor_split(STREAMS)
-                             if points is not None else [None] * STREAMS))
-            done = [pool.submit(self._frames, photo, part, pixels, points, features[key], bf16, stream=True)
-                    for part, pixels in parts]
-            return torch.cat([future.result() for future in done])
-        return self._frames(photo, *parts[0], points, features[key], bf16)
+        if pool is None:
+            return self._frames(photo, heatmaps, pixels, points, features, bf16)
+        halves = zip(heatmaps.tensor_split(STREAMS),
+                     pixels.tensor_split(STREAMS) if pixels is not None else [None] * STREAMS)
+        done = [pool.submit(self._frames, photo, part, part_pixels, points, features, bf16, stream=True)
+                for part, part_pixels in halves]
+        return torch.cat([future.result() for future in done])
 
     def _frames(self, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
                 identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False

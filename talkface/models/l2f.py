@@ -177,7 +177,7 @@ class UNet(nn.Module):
         photo (and of ``fixed``, the identity's own half-resolution conditions) and the full-resolution photo
         conv. Both are linear, so a frame's stem is that share plus the conv of the frame's own conditions: the
         same sums as one conv over everything, but a video pays for the photo's part once, not once a frame
-        (about a tenth of the generator's time on a CPU)."""
+        (about 5% of the generator's time on a 2-core CPU: docs/benchmarks.md)."""
         weight = self.stem[0].weight
         photo_weight = weight[:, : 4 * 3]
         inputs = F.pixel_unshuffle(photo, 2)
@@ -298,7 +298,8 @@ class Generator(nn.Module):
             if self.landmark_flow:
                 if landmarks is None or identity_landmarks is None:
                     raise ValueError("built with landmark_flow=True: pass landmarks and identity_landmarks")
-                prior = landmark_flow(identity_landmarks.float(), landmarks.float(), identity.shape[-1])  # broadcast
+                # identity landmarks of batch 1 (one photo) broadcast over the frames'
+                prior = landmark_flow(identity_landmarks.float(), landmarks.float(), identity.shape[-1])
                 flow = flow + F.interpolate(prior, size=flow.shape[-2:], mode="bilinear", align_corners=False)
             photo = identity.float()
             if len(photo) != len(flow):  # one photo for the batch (``features`` given); never so when exported
