@@ -136,7 +136,7 @@ class PasteBack:
         self._yuv = cv2.cvtColor(self.background, cv2.COLOR_RGB2YUV_I420)
         self._planes = _i420_planes(self._yuv, self.height, self.width)
         self._roi_even = (y0, x0, y1 - y0, x1 - x0)
-        half_reference = (self._reference + 0.5) * 0.5 - 0.5
+        half_reference = _half_size(self._reference)
         self._reference_outline = _outline(half_reference, region)
         self._half_iod = float(inter_ocular(half_reference))
         self._cast = None
@@ -158,17 +158,12 @@ class PasteBack:
         return (np.clip(points.min(0) - margin, -0.5, self.size - 0.5),
                 np.clip(points.max(0) + margin, -0.5, self.size - 0.5))
 
-    def mask(self, landmarks: np.ndarray) -> np.ndarray:
-        """The blending mask for a frame with these landmarks (crop pixels), at half the crop's size: it is
-        smooth, so drawn at a quarter of the cost (``_crop_alpha`` resamples it to the crop)."""
-        half = self.size // 2
-        points = [(p + 0.5) * 0.5 - 0.5 for p in (self._reference, np.asarray(landmarks, np.float32))]
-        return face_mask(points, self.region, half)
-
     def _crop_alpha(self, landmarks: np.ndarray) -> np.ndarray:
-        """The 8-bit blending weight over the crop (S, S): ``mask`` (its reference half computed once), resampled."""
+        """The 8-bit blending weight over the crop (S, S) for a frame with these landmarks (crop pixels): the
+        mask is smooth, so drawn at half the crop's size (a quarter of the cost; the photo's outline made once),
+        then resampled."""
         half = self.size // 2
-        outline = _outline((np.asarray(landmarks, np.float32) + 0.5) * 0.5 - 0.5, self.region)
+        outline = _outline(_half_size(np.asarray(landmarks, np.float32)), self.region)
         mask = _feathered([self._reference_outline, outline], self._half_iod, half)
         alpha = cv2.multiply(mask, _border_ramp(half), scale=255, dtype=cv2.CV_8U)
         return cv2.resize(alpha, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
@@ -210,6 +205,11 @@ class PasteBack:
         for full, part in zip(planes[1:], roi[1:]):
             full[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2] = part
         return self._yuv
+
+
+def _half_size(points: np.ndarray) -> np.ndarray:
+    """Crop pixels -> pixels of a half-size crop (pixel centres on integers in both)."""
+    return (points + 0.5) * 0.5 - 0.5
 
 
 def _i420_planes(i420: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
