@@ -24,27 +24,39 @@ from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceErro
 __all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "TalkingFacePipeline"]
 
 
-def _one_malloc_arena() -> None:
-    """Every thread allocates from glibc's main heap (M_ARENA_MAX 1), unless the user set MALLOC_ARENA_MAX (or
-    glibc's arena_max tunable).
+def _malloc_settings() -> None:
+    """glibc's malloc set for PyTorch on a small CPU: one arena for every thread, and activations reused in place
+    instead of mapped afresh. A setting the user made (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_,
+    MALLOC_TRIM_THRESHOLD_, or glibc's tunables) is left as it is.
 
-    L2F's streams (``talkface.renderer``) and the app's request threads would each get an arena of their own,
-    where freed full-resolution activations are not reused but mapped afresh, page by page: on 2 cores the
-    generator ran 35-38 frames/s at batch 4 with an arena per thread against 39-44 with one, and peaked 30-60 MB
-    higher on a 33-s video (docs/benchmarks.md). Process-wide, so set when talkface is imported, before any
-    thread starts; mallopt is glibc's (M_ARENA_MAX = -8), elsewhere nothing is changed."""
-    if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
-            or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
+    - One arena (M_ARENA_MAX 1): L2F's streams (``talkface.renderer``) and the app's request threads would each
+      get an arena of their own, where freed full-resolution activations are not reused but mapped afresh: on 2
+      cores the generator ran 35-38 frames/s at batch 4 with an arena per thread against 39-44 with one, and
+      peaked 30-60 MB higher on a 33-s video (docs/benchmarks.md).
+    - Blocks up to 32 MB from the heap, and its top kept (M_MMAP_THRESHOLD 32 MB, M_TRIM_THRESHOLD 256 MB): the
+      generator's activations (up to 8 MB each) were otherwise mapped and given back at every layer, each page
+      faulted in and zeroed again (1,600-9,000 page faults a batch of 4 frames): 35.4 -> 38.6 frames/s on
+      average (docs/benchmarks.md). The memory a request used is given back by the app (``malloc_trim``) and
+      when the process ends; its peak is the same.
+    Process-wide, so set when talkface is imported, before any thread starts; elsewhere than glibc nothing is
+    changed."""
+    if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     try:
-        ctypes.CDLL(None).mallopt(-8, 1)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc
-        pass
+        return
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for option, value, variable, tunable in ((-8, 1, "MALLOC_ARENA_MAX", "arena_max"),
+                                             (-3, 32 << 20, "MALLOC_MMAP_THRESHOLD_", "mmap_threshold"),
+                                             (-1, 256 << 20, "MALLOC_TRIM_THRESHOLD_", "trim_threshold")):
+        if variable not in os.environ and tunable not in tunables:
+            mallopt(option, value)
 
 
-_one_malloc_arena()
+_malloc_settings()
 
 
 def __getattr__(name: str):

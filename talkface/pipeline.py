@@ -16,10 +16,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import PIL.Image
@@ -69,6 +71,7 @@ LARGE_PRESET = "superfast"
 LARGE_X264 = "bframes=3:mbtree=1:rc-lookahead=10:me=dia:subme=0"
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
 __all__ = ["ABLATIONS", "DEFAULT_A2L", "MAX_ARTICULATION", "TalkingFacePipeline", "TalkingFaceResult", "ablation",
            "articulate", "missing_checkpoints", "switches"]
 
@@ -436,22 +439,29 @@ class TalkingFacePipeline:
             stack.callback(lambda: segment is not None and segment.close(ok=False))  # a failed run: no segment
             panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
             grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
-            for start in range(0, num_frames, batch_size):
+
+            def render(start: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+                """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread."""
+                end = min(start + batch_size, num_frames)
+                frames, maps = {}, None
+                with torch.inference_mode():  # grad mode is per thread
+                    for track in tracks:
+                        drawn = tracks[track] if eyes_open is None else eyes_open[track]
+                        points = torch.from_numpy(drawn[start:end])
+                        with _timed(seconds, "heatmaps"):
+                            heat = renderer.heatmaps(points)
+                        with _timed(seconds, "l2f"):
+                            frames[track] = _to_uint8(renderer.generate(identity, heat, points))
+                        if eyes_open is not None:
+                            with _timed(seconds, "blinks"):
+                                _add_blinks(frames[track], drawn[start:end], tracks[track][start:end])
+                        if track == name:
+                            maps = heat
+                return frames, maps
+
+            for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack):
                 end = min(start + batch_size, num_frames)
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
-                frames, maps = {}, None
-                for track in tracks:
-                    drawn = tracks[track] if eyes_open is None else eyes_open[track]
-                    points = torch.from_numpy(drawn[start:end])
-                    with _timed(seconds, "heatmaps"):
-                        heat = renderer.heatmaps(points)
-                    with _timed(seconds, "l2f"):
-                        frames[track] = _to_uint8(renderer.generate(identity, heat, points))
-                    if eyes_open is not None:
-                        with _timed(seconds, "blinks"):
-                            _add_blinks(frames[track], drawn[start:end], tracks[track][start:end])
-                    if track == name:
-                        maps = heat
                 for i in range(end - start):
                     if paste is None:
                         picture = frames[name][i]
@@ -576,6 +586,26 @@ def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
                               "it must be a number above 0 and at most 5.")
     model.articulation_gain = float(gain)
     return model
+
+
+def _one_ahead(work: Callable[[int], T], items: Iterable[int], stack: ExitStack) -> Iterator[tuple[int, T]]:
+    """(item, work(item)) in order, the next item's work done on a worker thread while the caller uses this one.
+
+    The pipeline's main thread pastes and encodes a batch while the next one goes through L2F: on a 2-core CPU
+    that work otherwise leaves L2F's streams (and a core) waiting. One batch ahead at most, so memory stays
+    that of two batches. The worker is shut down with `stack` (after any work in flight has finished)."""
+    pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="talkface-ahead"))
+    items = iter(items)
+    first = next(items, None)
+    if first is None:
+        return
+    item, pending = first, pool.submit(work, first)
+    for following in items:
+        result = pending.result()
+        pending = pool.submit(work, following)
+        yield item, result
+        item = following
+    yield item, pending.result()
 
 
 @contextmanager

@@ -10,6 +10,9 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -27,6 +30,7 @@ from talkface.heatmaps import heatmap_image, render_heatmaps
 from talkface.pipeline import (
     ABLATIONS,
     TalkingFacePipeline,
+    _one_ahead,
     ablation,
     articulate,
     missing_checkpoints,
@@ -127,6 +131,39 @@ def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, mon
         s = 64
         frames = video[:, s // 2 :, -s // 2 :]  # a corner of the (last) frame panel, away from its label
         np.testing.assert_allclose(frames.reshape(len(video), -1).mean(1), expected, atol=2)
+
+
+def test_the_next_batch_is_made_while_this_one_is_written():
+    """_one_ahead: results in order; while the caller holds item k, item k+1's work has run on another thread and
+    item k+2's has not started; a failure in the work reaches the caller at its item; a caller that stops early
+    leaves no work running once its stack is closed."""
+    started, threads = [], set()
+
+    def work(item: int) -> int:
+        started.append(item)
+        threads.add(threading.get_ident())
+        time.sleep(0.02)
+        if item == 4:
+            raise ValueError("batch 4 failed")
+        return item * item
+
+    with ExitStack() as stack:
+        seen = []
+        for item, result in _one_ahead(work, range(4), stack):
+            time.sleep(0.1)  # writing this batch: the next one is made meanwhile
+            assert started == list(range(min(item + 2, 4)))
+            seen.append((item, result))
+        assert seen == [(i, i * i) for i in range(4)] and threading.get_ident() not in threads
+    with ExitStack() as stack, pytest.raises(ValueError, match="batch 4 failed"):
+        for item, _ in _one_ahead(work, range(3, 8), stack):
+            assert item == 3
+    started.clear()
+    with ExitStack() as stack:
+        for _ in _one_ahead(work, range(10), stack):
+            break
+    assert started == [0, 1]  # nothing started after the caller stopped; the one in flight finished with the stack
+    with ExitStack() as stack:
+        assert list(_one_ahead(work, [], stack)) == []
 
 
 def test_mouth_plot(full_run):

@@ -1,9 +1,13 @@
 """L2F as one unit (talkface.renderer): PyTorch's path computes the photo's share once and splits a batch between
 two one-core streams; its frames are the generator's own, and the threads it starts leave others' alone."""
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from talkface.face import align_photo
@@ -76,3 +80,35 @@ def test_two_requests_at_once_share_one_pool_and_gradients_keep_nothing(tiny_che
         assert torch.allclose(frames.detach(), results[0], atol=1e-5)
     finally:
         torch.set_num_threads(threads)
+
+
+FAULTS = """
+import resource, sys
+import numpy as np
+import talkface  # noqa: F401  (its malloc settings)
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):  # warm: the heap grown once
+    layers = [np.ones(2 << 20, np.float32) for _ in range(4)]  # four 8-MB activations, then freed
+    del layers
+start = faults()
+for _ in range(10):
+    layers = [np.ones(2 << 20, np.float32) for _ in range(4)]
+    del layers
+print(faults() - start)
+"""
+
+
+def _page_faults(env: dict[str, str]) -> int:
+    out = subprocess.run([sys.executable, "-c", FAULTS], env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return int(out.split()[-1])
+
+
+def test_freed_activations_are_reused_not_mapped_again():
+    """talkface's malloc settings (glibc): layer-sized blocks freed and allocated again come from the heap, with no
+    page faulted in afresh (each 8-MB block is 2,048 pages); a user's own MALLOC_TRIM_THRESHOLD_ is kept."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's malloc only")
+    assert _page_faults({}) < 500
+    assert _page_faults({"MALLOC_TRIM_THRESHOLD_": str(1 << 20), "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}) > 10 * 2048
