@@ -61,6 +61,7 @@ EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example,
 # two (640 samples, under one AAC frame: "Output file #0 does not contain any stream"), failing the request;
 # a short remainder joins the piece before it, a video this short is not streamed.
 MIN_SEGMENT_FRAMES = 5
+AHEAD_AFTER = 2.0  # seconds of a streamed video made one batch at a time before L2F runs ahead (``_one_ahead``)
 FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_CODEC (or LARGE_PRESET)
 # OpenH264 where the bundled ffmpeg has it: half x264's CPU time on a whole photo (talkface.video); otherwise x264
 # superfast with B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
@@ -410,8 +411,9 @@ class TalkingFacePipeline:
                   batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress,
                   eyes_open: dict[str, np.ndarray] | None = None,
                   chunks: tuple[Callable[[Path], None], int] | None = None) -> list[PreviewFrame]:
-        """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time; returns
-        the sampled preview. With `eyes_open` (the tracks without their blinks) L2F draws those, and each
+        """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time, the next
+        batch's L2F on a worker thread while this one is pasted and written (``_one_ahead``); returns the sampled
+        preview. With `eyes_open` (the tracks without their blinks) L2F draws those, and each
         frame's eyes are then closed as `tracks` ask (``render.blink_frame``)."""
         renderer = self.renderer
         s = renderer.image_size
@@ -459,7 +461,12 @@ class TalkingFacePipeline:
                             maps = heat
                 return frames, maps
 
-            for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack):
+            def run_ahead(start: int) -> bool:
+                """Not in the first seconds of a video that is streamed while it is made: its first pieces are
+                encoded, handed over and played first (the app's first moving frame), then L2F runs ahead."""
+                return chunks is None or start >= AHEAD_AFTER * FPS
+
+            for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack, run_ahead):
                 end = min(start + batch_size, num_frames)
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
                 for i in range(end - start):
@@ -588,24 +595,26 @@ def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
     return model
 
 
-def _one_ahead(work: Callable[[int], T], items: Iterable[int], stack: ExitStack) -> Iterator[tuple[int, T]]:
-    """(item, work(item)) in order, the next item's work done on a worker thread while the caller uses this one.
+def _one_ahead(work: Callable[[int], T], items: Iterable[int], stack: ExitStack,
+               ahead: Callable[[int], bool] = lambda item: True) -> Iterator[tuple[int, T]]:
+    """(item, work(item)) in order, each item's work done on a worker thread, the next one's while the caller
+    uses this one, unless ``ahead(item)`` says not to while the caller uses `item`.
 
     The pipeline's main thread pastes and encodes a batch while the next one goes through L2F: on a 2-core CPU
     that work otherwise leaves L2F's streams (and a core) waiting. One batch ahead at most, so memory stays
     that of two batches. The worker is shut down with `stack` (after any work in flight has finished)."""
     pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="talkface-ahead"))
     items = iter(items)
-    first = next(items, None)
-    if first is None:
-        return
-    item, pending = first, pool.submit(work, first)
-    for following in items:
-        result = pending.result()
-        pending = pool.submit(work, following)
+    item = next(items, None)
+    future = None if item is None else pool.submit(work, item)
+    while future is not None:
+        result = future.result()
+        following = next(items, None)
+        future = pool.submit(work, following) if following is not None and ahead(item) else None
         yield item, result
+        if following is not None and future is None:  # not run ahead: its work starts now
+            future = pool.submit(work, following)
         item = following
-    yield item, pending.result()
 
 
 @contextmanager

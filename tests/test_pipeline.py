@@ -164,6 +164,11 @@ def test_the_next_batch_is_made_while_this_one_is_written():
     assert started == [0, 1]  # nothing started after the caller stopped; the one in flight finished with the stack
     with ExitStack() as stack:
         assert list(_one_ahead(work, [], stack)) == []
+    started.clear()
+    with ExitStack() as stack:  # not ahead while item 1 is used (the app: the batch that ends the first piece)
+        for item, _ in _one_ahead(work, range(4), stack, ahead=lambda item: item != 1):
+            time.sleep(0.1)
+            assert started == list(range(item + 1 if item == 1 else min(item + 2, 4)))
 
 
 def test_mouth_plot(full_run):
