@@ -30,6 +30,7 @@ import cv2
 import gradio as gr
 import PIL.Image
 
+from talkface import release_memory
 from talkface.drawing import aligned_preview, mouth_opening_figure
 from talkface.errors import TalkFaceError
 from talkface.pipeline import (
@@ -158,6 +159,7 @@ class TalkFaceApp:
                               out=out / _video_name(photo, name), max_seconds=None,
                               progress=lambda f, message: progress(f, desc=message), on_chunk=on_chunk)
             result.seconds.update(seconds)  # the stages that ran here, before the pipeline
+            result.wall += sum(seconds.values())
             previews = []
             for frame in result.preview:
                 panel = frame.panel()
@@ -175,10 +177,10 @@ class TalkFaceApp:
             raise gr.Error("Something went wrong while making the video; please try again or use other files.") \
                 from exc
         finally:
-            _release_memory()
+            release_memory()  # a failed request's too: the server returns to its idle size (bench/load.py)
         yield (
             f"Done: {result.num_frames} frames ({result.duration:.1f} s of speech) in "
-            f"{sum(result.seconds.values()):.1f} s.",
+            f"{result.wall:.1f} s.",
             aligned_preview(result.aligned),
             str(result.video_path),
             str(result.panel_video_path),
@@ -379,24 +381,13 @@ def video_events(demo: gr.Blocks) -> set[int]:
     return {i for i, fn in demo.fns.items() if fn.fn is not None and "generate" in fn.fn.__name__}
 
 
-def _release_memory() -> None:
-    """Hand freed heap back to the system after a request: glibc keeps it in per-thread arenas otherwise, and a
-    few bursts of requests left the server at 2-3x its idle memory (bench/load.py). A no-op off glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _details(result) -> str:
     s = result.seconds
     stages = ", ".join(f"{name} {s[name]:.1f} s" for name in ("audio", "face", "a2l", "words", "heatmaps", "l2f",
                                                              "video") if name in s)
     lines = [f"**{ABLATIONS[result.a2l]}** · articulation {result.articulation:g} · {result.num_frames} frames "
              f"({result.duration:.2f} s of speech) · "
-             f"made in {sum(s.values()):.1f} s ({stages})"]
+             f"made in {result.wall:.1f} s ({stages}; L2F runs beside the rest)"]
     lines += [f"⚠ {note}" for note in result.notes]
     timeline = " · ".join(f"{t:.1f} s {word}" for t, word, _ in result.word_timeline[:TIMELINE_ENTRIES])
     more = " …" if len(result.word_timeline) > TIMELINE_ENTRIES else ""

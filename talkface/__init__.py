@@ -21,7 +21,7 @@ else:
 
 from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceError
 
-__all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "TalkingFacePipeline"]
+__all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "TalkingFacePipeline", "release_memory"]
 
 
 def _malloc_settings() -> None:
@@ -36,8 +36,8 @@ def _malloc_settings() -> None:
     - Blocks up to 32 MB from the heap, and its top kept (M_MMAP_THRESHOLD 32 MB, M_TRIM_THRESHOLD 256 MB): the
       generator's activations (up to 8 MB each) were otherwise mapped and given back at every layer, each page
       faulted in and zeroed again (1,600-9,000 page faults a batch of 4 frames): 35.4 -> 38.6 frames/s on
-      average (docs/benchmarks.md). The memory a request used is given back by the app (``malloc_trim``) and
-      when the process ends; its peak is the same.
+      average (docs/benchmarks.md); 64 MB still let some batches fault. What a run kept is given back at its end
+      (``release_memory``, called by ``TalkingFacePipeline.run``); its peak is the same.
     Process-wide, so set when talkface is imported, before any thread starts; elsewhere than glibc nothing is
     changed."""
     if not sys.platform.startswith("linux"):
@@ -57,6 +57,20 @@ def _malloc_settings() -> None:
 
 
 _malloc_settings()
+
+
+def release_memory() -> None:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere): after a video,
+    so that a long-running process (the app, a server using the library) returns to its idle size, which
+    ``_malloc_settings`` would otherwise keep up to its trim threshold above."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def __getattr__(name: str):

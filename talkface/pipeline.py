@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +28,7 @@ import PIL.Image
 import torch
 from torch import nn
 
-from talkface import drawing
+from talkface import drawing, release_memory
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
 from talkface.backends import BACKENDS, candidates, choose, native_bf16, onnx_generator, remembered
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
@@ -163,7 +163,9 @@ class TalkingFaceResult:
     full_frame: bool = True  # the main video is the whole photo (else the 256 x 256 face crop)
     still: bool = False  # no blinks or head motion were added
     video_size: tuple[int, int] = (256, 256)  # the main video's (width, height)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage (they overlap: see `wall`)
+    # start to finish: less than the stages' sum, as L2F runs ahead of the paste-back and the encoders
+    wall: float = 0.0
     notes: list[str] = field(default_factory=list)  # things the person should know (several faces...)
 
     @property
@@ -319,6 +321,7 @@ class TalkingFacePipeline:
         browser, against 2.7-3.1 s with 0.5 s; bench/first_frame.py); each next one twice as long, up to 2 s, as
         every segment costs the streaming its own mux; none shorter than MIN_SEGMENT_FRAMES.
         """
+        began = time.perf_counter()
         report = progress or (lambda fraction, message: None)
         name = a2l or self.default_a2l
         if name not in ABLATIONS:
@@ -370,8 +373,11 @@ class TalkingFacePipeline:
         # a video too short to be cut into pieces Gradio can stream is just shown when done (MIN_SEGMENT_FRAMES)
         streamable = on_chunk is not None and len(tracks[name]) >= MIN_SEGMENT_FRAMES
         chunks = (on_chunk, max(MIN_SEGMENT_FRAMES, round(chunk_seconds * FPS))) if streamable else None
-        preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
-                                 batch_size, preview_frames, seconds, report, eyes_open, chunks)
+        try:
+            preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
+                                     batch_size, preview_frames, seconds, report, eyes_open, chunks)
+        finally:
+            release_memory()  # what the frames' layers kept on the heap (talkface._malloc_settings)
         report(1.0, "Done")
         return TalkingFaceResult(
             landmarks=tracks[name],
@@ -393,6 +399,7 @@ class TalkingFacePipeline:
             video_size=(paste.width, paste.height) if paste else (self.renderer.image_size,) * 2,
             seconds=seconds,
             notes=notes,
+            wall=time.perf_counter() - began,
         )
 
     @torch.inference_mode()
@@ -412,9 +419,10 @@ class TalkingFacePipeline:
                   eyes_open: dict[str, np.ndarray] | None = None,
                   chunks: tuple[Callable[[Path], None], int] | None = None) -> list[PreviewFrame]:
         """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time, the next
-        batch's L2F on a worker thread while this one is pasted and written (``_one_ahead``); returns the sampled
-        preview. With `eyes_open` (the tracks without their blinks) L2F draws those, and each
-        frame's eyes are then closed as `tracks` ask (``render.blink_frame``)."""
+        batch's L2F on a worker thread while this one is pasted and written (``_one_ahead``; in a streamed video
+        only after its first AHEAD_AFTER seconds); returns the sampled preview. With `eyes_open` (the tracks
+        without their blinks) L2F draws those, and each frame's eyes are then closed as `tracks` ask
+        (``render.blink_frame``)."""
         renderer = self.renderer
         s = renderer.image_size
         num_frames = len(tracks[name])
@@ -442,11 +450,14 @@ class TalkingFacePipeline:
             panel = writer(panel_video, 3 * s, s + drawing.caption_height(s)) if panel_video else None
             grid = writer(compare_video, 2 * s, 2 * s) if compare_video else None
 
+            # CUDA's current device is per thread too: the worker uses this thread's (where "cuda" put the models)
+            cuda = torch.cuda.current_device() if renderer.device.type == "cuda" else None
+
             def render(start: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
                 """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread."""
                 end = min(start + batch_size, num_frames)
                 frames, maps = {}, None
-                with torch.inference_mode():  # grad mode is per thread
+                with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
                     for track in tracks:
                         drawn = tracks[track] if eyes_open is None else eyes_open[track]
                         points = torch.from_numpy(drawn[start:end])

@@ -93,6 +93,7 @@ def test_result_fields(full_run, pipe):
     assert full_run.num_faces == 1 and full_run.notes == []
     assert full_run.aligned.image.shape == (256, 256, 3)
     assert {"audio", "face", "a2l", "words", "heatmaps", "l2f", "video"} <= set(full_run.seconds)
+    assert 0 < full_run.wall
     words = full_run.words
     assert len(words) == 5 and all(w in pipe.vocabulary for w, _ in words)
     probs = [p for _, p in words]
@@ -134,41 +135,53 @@ def test_frames_are_streamed_in_order(pipe, aligned, short_speech, tmp_path, mon
 
 
 def test_the_next_batch_is_made_while_this_one_is_written():
-    """_one_ahead: results in order; while the caller holds item k, item k+1's work has run on another thread and
-    item k+2's has not started; a failure in the work reaches the caller at its item; a caller that stops early
-    leaves no work running once its stack is closed."""
-    started, threads = [], set()
+    """_one_ahead: results in order, each item's work on another thread; while the caller holds item k, item k+1's
+    work has begun and item k+2's has not; `ahead` holds the next back; a failure in the work reaches the caller at
+    its item; a caller that stops early leaves the work in flight finished (before its stack's writers close)."""
+    started, finished, threads = [], [], set()
+    begun, done = ([threading.Event() for _ in range(10)] for _ in range(2))
 
     def work(item: int) -> int:
         started.append(item)
         threads.add(threading.get_ident())
-        time.sleep(0.02)
-        if item == 4:
-            raise ValueError("batch 4 failed")
-        return item * item
+        begun[item].set()
+        try:
+            time.sleep(0.02)
+            if item == 4:
+                raise ValueError("batch 4 failed")
+            finished.append(item)
+            return item * item
+        finally:
+            done[item].set()
 
-    with ExitStack() as stack:
+    def caller(items, ahead=lambda item: True) -> list[tuple[int, int]]:
+        started.clear()
+        for event in (*begun, *done):
+            event.clear()
         seen = []
-        for item, result in _one_ahead(work, range(4), stack):
-            time.sleep(0.1)  # writing this batch: the next one is made meanwhile
-            assert started == list(range(min(item + 2, 4)))
-            seen.append((item, result))
-        assert seen == [(i, i * i) for i in range(4)] and threading.get_ident() not in threads
-    with ExitStack() as stack, pytest.raises(ValueError, match="batch 4 failed"):
-        for item, _ in _one_ahead(work, range(3, 8), stack):
-            assert item == 3
-    started.clear()
+        with ExitStack() as stack:
+            for item, result in _one_ahead(work, items, stack, ahead):
+                if item + 1 in items and ahead(item):
+                    assert begun[item + 1].wait(10) and done[item + 1].wait(10)  # made while this one is written...
+                    time.sleep(0.05)
+                assert item + 2 not in started  # ...and no further ahead
+                if not ahead(item):
+                    time.sleep(0.05)
+                    assert item + 1 not in started
+                seen.append((item, result))
+        return seen
+
+    assert caller(range(4)) == [(i, i * i) for i in range(4)] and threading.get_ident() not in threads
+    assert caller(range(4), ahead=lambda item: item != 1) == [(i, i * i) for i in range(4)]
+    with pytest.raises(ValueError, match="batch 4 failed"):
+        caller(range(3, 8))
+    started.clear(), finished.clear()
     with ExitStack() as stack:
         for _ in _one_ahead(work, range(10), stack):
             break
-    assert started == [0, 1]  # nothing started after the caller stopped; the one in flight finished with the stack
+    assert started == finished == [0, 1]  # nothing new after the caller stopped; the one in flight finished
     with ExitStack() as stack:
         assert list(_one_ahead(work, [], stack)) == []
-    started.clear()
-    with ExitStack() as stack:  # not ahead while item 1 is used (the app: the batch that ends the first piece)
-        for item, _ in _one_ahead(work, range(4), stack, ahead=lambda item: item != 1):
-            time.sleep(0.1)
-            assert started == list(range(item + 1 if item == 1 else min(item + 2, 4)))
 
 
 def test_mouth_plot(full_run):
