@@ -24,6 +24,19 @@ from talkface.errors import AudioError, CheckpointError, FaceError, TalkFaceErro
 __all__ = ["AudioError", "CheckpointError", "FaceError", "TalkFaceError", "TalkingFacePipeline", "release_memory"]
 
 
+def _glibc():
+    """The C library's handle where it is glibc (Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def _malloc_settings() -> None:
     """glibc's malloc set for PyTorch on a small CPU: one arena for every thread, and activations reused in place
     instead of mapped afresh. A setting the user made (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_,
@@ -40,20 +53,15 @@ def _malloc_settings() -> None:
       (``release_memory``, called by ``TalkingFacePipeline.run``); its peak is the same.
     Process-wide, so set when talkface is imported, before any thread starts; elsewhere than glibc nothing is
     changed."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
+    libc = _glibc()
+    if libc is None:
         return
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     for option, value, variable, tunable in ((-8, 1, "MALLOC_ARENA_MAX", "arena_max"),
                                              (-3, 32 << 20, "MALLOC_MMAP_THRESHOLD_", "mmap_threshold"),
                                              (-1, 256 << 20, "MALLOC_TRIM_THRESHOLD_", "trim_threshold")):
         if variable not in os.environ and tunable not in tunables:
-            mallopt(option, value)
+            libc.mallopt(option, value)
 
 
 _malloc_settings()
@@ -63,14 +71,9 @@ def release_memory() -> None:
     """Give the heap's free memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere): after a video,
     so that a long-running process (the app, a server using the library) returns to its idle size, which
     ``_malloc_settings`` would otherwise keep up to its trim threshold above."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def __getattr__(name: str):
