@@ -29,11 +29,17 @@ from bench.harness import PHOTO, SPEECH, Row, machine_line, report
 SECTION = "backends"
 
 
-def frames_per_second(pipe, prepared, batch: int, repeats: int = 5) -> float:
-    renderer = pipe.renderer
+def example_batch(pipe, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of L2F's inputs from the bundled photo: its landmarks, the mouth a little more open in each frame,
+    and their heatmaps."""
     points = torch.from_numpy(pipe.align(PHOTO).landmarks)[None].repeat(batch, 1, 1).float()
     points[:, 48:68, 1] += torch.linspace(0, 6, batch)[:, None]
-    heat = renderer.heatmaps(points)
+    return points, pipe.renderer.heatmaps(points)
+
+
+def frames_per_second(pipe, prepared, batch: int, repeats: int = 5) -> float:
+    renderer = pipe.renderer
+    points, heat = example_batch(pipe, batch)
     with torch.inference_mode():
         renderer.generate(prepared, heat, points)
         best = float("inf")
@@ -50,8 +56,7 @@ def sustained(pipe, prepared, batch: int = 4, batches: int = 15) -> tuple[float,
     import resource
 
     renderer = pipe.renderer
-    points = torch.from_numpy(pipe.align(PHOTO).landmarks)[None].repeat(batch, 1, 1).float()
-    heat = renderer.heatmaps(points)
+    points, heat = example_batch(pipe, batch)
     with torch.inference_mode():
         for _ in range(3):
             renderer.generate(prepared, heat, points)
