@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkface.face import CROP_SIZE
-from talkface.heatmaps import NUM_CHANNELS, render_heatmaps
+from talkface.heatmaps import NUM_CHANNELS, gaussian, render_heatmaps
 
 MODES = ("direct", "warp")
 HEATMAP_SCALE = 0.5  # the generator reads heatmaps at half the photo's resolution
@@ -331,7 +331,8 @@ def landmark_flow(source: torch.Tensor, target: torch.Tensor, image_size: int, s
     dy = coords - target[..., 1, None]
     # A 2-D Gaussian is the product of two 1-D ones, so every sum over the landmarks of weight(y, x) * v is
     # gy^T diag(v) gx, a (size x 68) @ (68 x size) product: the (B, 68, size, size) weights are never built.
-    gx, gy = torch.exp(-dx * dx / (2 * sigma * sigma)), torch.exp(-dy * dy / (2 * sigma * sigma))
+    # each weight 0 or at least 1e-10 (``gaussian``'s cutoff 23): a product of two and a shift stays a normal float
+    gx, gy = gaussian(dx * dx / (2 * sigma * sigma), 23.0), gaussian(dy * dy / (2 * sigma * sigma), 23.0)
     shift = source - target  # where each target landmark's pixels come from, in pixels
     moved = (gy.unsqueeze(1) * shift.transpose(1, 2).unsqueeze(-1)).transpose(-1, -2) @ gx.unsqueeze(1)  # (B,2,s,s)
     total = gy.transpose(-1, -2) @ gx  # (B, size, size): the weights' sum
