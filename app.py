@@ -219,12 +219,14 @@ class TalkFaceApp:
 
             # the worker carries the request's context, so that its progress reports reach the page
             threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True).start()
-            streaming = False
+            streaming, start = False, time.perf_counter()
             while True:
                 kind, value = events.get()
                 if kind == "chunk":
                     if not streaming:  # the live video takes the finished one's place while it plays
                         streaming = True
+                        # how long a person waits, on the server's side (bench/first_frame.py breaks it down)
+                        log.info("first piece of the live video %.2f s after the request", time.perf_counter() - start)
                         yield (gr.update(value=str(value), visible=True), *skip[:2], gr.update(visible=False),
                                *skip[3:])
                     else:

@@ -15,6 +15,7 @@ Needs Debian's chromium and the system's ffmpeg/ffprobe (bash run.sh test instal
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -44,14 +45,42 @@ SOURCE = """() => { const v = document.querySelector('#talkface-video video'); r
 MOVED_OR_FINISHED = f"""(before) => ({MOVING})() ? "moved" : ({FINISHED})(before) ? "finished" : null"""
 
 
-def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = None, speech: Path = SPEECH
-            ) -> list[tuple[float | None, float]]:
+def first_after(events: list[tuple[float, str]], start: float, *parts: str) -> float | None:
+    """Seconds from `start` to the first network event whose text holds all of `parts`."""
+    return next((t - start for t, text in events if t >= start and all(p in text for p in parts)), None)
+
+
+def server_waits(log: Path | None) -> list[float]:
+    """The app's own "first piece of the live video X s after the request" lines, in order."""
+    if log is None or not log.exists():
+        return []
+    found = re.findall(r"first piece of the live video ([0-9.]+) s after the request", log.read_text(errors="replace"))
+    return [float(x) for x in found]
+
+
+def breakdown(events: list[tuple[float, str]], start: float, server: float | None) -> str:
+    """Where the wait before the first moving frame goes: the click's request reaching the queue, the app's handler
+    making the first piece (its own log), the page asking for the stream's playlist and its first segment."""
+    join = first_after(events, start, "request", "/queue/join")
+    playlist = first_after(events, start, "response", "playlist.m3u8")
+    segment = first_after(events, start, "response", ".ts")
+    shown = [("request sent", join), ("first piece made (server)", None if server is None or join is None
+                                                                    else join + server),
+             ("playlist", playlist), ("first segment", segment)]
+    return ", ".join(f"{name} {t:.2f}" for name, t in shown if t is not None)
+
+
+def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = None, speech: Path = SPEECH,
+            log: Path | None = None) -> list[tuple[float | None, float]]:
     from playwright.sync_api import sync_playwright
 
     times = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        events: list[tuple[float, str]] = []  # (time, "request URL" / "response URL"): the breakdown's clock
+        page.on("request", lambda r: events.append((time.monotonic(), f"request {r.url}")))
+        page.on("response", lambda r: events.append((time.monotonic(), f"response {r.url}")))
         page.goto(url)
         page.locator("#talkface-photo input[type=file]").set_input_files(str(photo))
         page.locator("#talkface-audio input[type=file]").set_input_files(str(speech))
@@ -71,8 +100,11 @@ def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = 
             if k:
                 times.append((moving, finished))
             seen = f"{moving:.2f} s" if moving is not None else "never (the finished video came first)"
+            waits = server_waits(log)
+            server = waits[k] if len(waits) > k else None
             print(f"  {'run ' + str(k) if k else 'warm-up'}: first moving frame {seen}, "
-                  f"finished video {finished:.2f} s", flush=True)
+                  f"finished video {finished:.2f} s (seconds after the click: {breakdown(events, start, server)})",
+                  flush=True)
         if screenshot:
             page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
@@ -91,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line(), flush=True)
     log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
     with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, repo=args.repo.resolve()) as (url, _):
-        times = measure(url, args.runs, args.photo.resolve(), args.screenshot, args.audio.resolve())
+        times = measure(url, args.runs, args.photo.resolve(), args.screenshot, args.audio.resolve(), log)
     moved = [m for m, _ in times if m is not None]
     finished = [f for _, f in times]
     span = f"{min(moved):.2f}-{max(moved):.2f} s" if moved else "never"

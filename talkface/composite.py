@@ -29,13 +29,16 @@ _BORDER = 12  # crop pixels: the mask is zero this close to the crop's edge, so 
 
 
 def _polygons(landmarks: np.ndarray, region: Region) -> np.ndarray:
-    """The outline of what moves, in crop pixels (N, 2): jaw line closed below the eyes across the middle of
-    the nose ("lower"), or the jaw line closed over the brows, raised a little for the forehead ("face")."""
+    """The outline of what moves, in crop pixels (..., N, 2) for landmarks (..., 68, 2): jaw line closed below the
+    eyes across the middle of the nose ("lower"), or the jaw line closed over the brows, raised a little for the
+    forehead ("face"). Batched: a whole video's frames in one call (``PasteBack._crop_bounds``)."""
+    landmarks = np.asarray(landmarks)
     if region == "lower":
-        return landmarks[[*JAW[1:16], NOSE[2]]]
-    brows = landmarks[[*LEFT_BROW[::-1], *RIGHT_BROW[::-1]]]
-    lift = 0.25 * float(inter_ocular(landmarks))
-    return np.concatenate([landmarks[JAW], brows - [0.0, lift]])
+        return landmarks[..., [*JAW[1:16], NOSE[2]], :]
+    brows = landmarks[..., [*LEFT_BROW[::-1], *RIGHT_BROW[::-1]], :]
+    lift = 0.25 * inter_ocular(landmarks).astype(np.float64)[..., None]
+    raised = np.stack([brows[..., 0].astype(np.float64), brows[..., 1] - lift], -1)
+    return np.concatenate([landmarks[..., JAW, :], raised], axis=-2)
 
 
 def face_mask(landmarks: list[np.ndarray], region: Region = "lower", size: int = CROP_SIZE) -> np.ndarray:
@@ -153,7 +156,8 @@ class PasteBack:
         mask's dilation and three feather widths (the whole crop when the frames are not known)."""
         if extent is None:
             return np.array([-0.5, -0.5]), np.array([self.size - 0.5, self.size - 0.5])
-        points = np.concatenate([_polygons(p, self.region) for p in [self._reference, *np.asarray(extent)]])
+        points = np.concatenate([_polygons(self._reference, self.region),
+                                 _polygons(np.asarray(extent), self.region).reshape(-1, 2)])
         margin = (0.10 + 3 * 0.12) * float(inter_ocular(self._reference)) + 2
         return (np.clip(points.min(0) - margin, -0.5, self.size - 0.5),
                 np.clip(points.max(0) + margin, -0.5, self.size - 0.5))
