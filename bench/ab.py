@@ -1,15 +1,17 @@
 """Before/after: this checkout against another (a `git worktree` of an older commit), alternating fresh processes.
 
     git worktree add /tmp/old_wt HEAD~1
-    python bench/ab.py --repo /tmp/old_wt              # 3 rounds: old, new, old, new, old, new
+    python bench/ab.py --repo /tmp/old_wt              # 3 rounds: old, new; new, old; old, new
     python bench/ab.py --repo /tmp/old_wt --rounds 5 --photo big.jpg --audio long.wav
 
 A CPU shared with other machines can swing by a third from one minute to the next, more than most changes
-measured here: so each round runs both checkouts, one after the other, each in a fresh process, and every
-round is printed, not just a best. Each process loads the pipeline (PyTorch's float32 path for both, so that
-the backend chosen is not what differs), makes the video `--repeats` times as a face crop with a still head and
-as the whole photo with the living head (the CLI's default), and times L2F's generator at batch 4 as the
-renderer runs it: the best of each, as RTF (wall time / speech duration) and frames/s.
+measured here: so each round runs both checkouts, one after the other (in turns: before first, then after
+first), each in a fresh process, and every round is printed, not just a best. Each process loads the pipeline
+(PyTorch's float32 path for both, so that the backend chosen is not what differs), makes the video `--repeats`
+times as a face crop with a still head and as the whole photo with the living head (the CLI's default), and
+times L2F's generator at batch 4 as the renderer runs it: the best of each, as RTF (wall time / speech
+duration) and frames/s. Environment variables pass through (e.g. `ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2` for both), except OpenMP's: each checkout sets its own defaults, as when it ships.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ KINDS = {"crop": (False, True), "whole": (True, False)}  # name: (full_frame, st
 def child(tree: Path, photo: Path, audio: Path, repeats: int) -> None:
     """One checkout's figures, as a JSON line: run with that checkout first on the path."""
     sys.path.insert(0, str(tree))
+    import talkface  # noqa: F401, I001 - before torch: OpenMP's spin-wait as the CLI and the app have it
     import torch
 
     from talkface import backends
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     trees = {"before": args.repo.resolve(), "after": REPO}
     figures: dict[str, list[dict]] = {name: [] for name in trees}
     for k in range(args.rounds):
-        for name, tree in trees.items():
+        for name, tree in list(trees.items())[:: 1 if k % 2 == 0 else -1]:  # before, after; then after, before
             found, _ = fresh_python([str(Path(__file__).resolve()), "--child", str(tree), "--photo",
                                      str(args.photo.resolve()), "--audio", str(args.audio.resolve()),
                                      "--repeats", str(args.repeats), "--repo", str(args.repo)], timeout=1800)

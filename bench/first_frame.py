@@ -51,7 +51,8 @@ def first_after(events: list[tuple[float, str]], start: float, *parts: str) -> f
 
 
 def server_waits(log: Path | None) -> list[float]:
-    """The app's own "first piece of the live video X s after the request" lines, in order."""
+    """The app's own "first piece of the live video X s after the request" lines (timed from its handler's
+    start), in order: one per run that streamed, so a run that did not would shift the later ones."""
     if log is None or not log.exists():
         return []
     found = re.findall(r"first piece of the live video ([0-9.]+) s after the request", log.read_text(errors="replace"))

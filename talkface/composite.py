@@ -156,8 +156,9 @@ class PasteBack:
         mask's dilation and three feather widths (the whole crop when the frames are not known)."""
         if extent is None:
             return np.array([-0.5, -0.5]), np.array([self.size - 0.5, self.size - 0.5])
+        frames = np.asarray(extent).reshape(-1, 68, 2)  # all frames at once (none: the photo's alone)
         points = np.concatenate([_polygons(self._reference, self.region),
-                                 _polygons(np.asarray(extent), self.region).reshape(-1, 2)])
+                                 _polygons(frames, self.region).reshape(-1, 2)])
         margin = (0.10 + 3 * 0.12) * float(inter_ocular(self._reference)) + 2
         return (np.clip(points.min(0) - margin, -0.5, self.size - 0.5),
                 np.clip(points.max(0) + margin, -0.5, self.size - 0.5))
