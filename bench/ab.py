@@ -48,19 +48,11 @@ def child(tree: Path, photo: Path, audio: Path, repeats: int) -> None:
                 result = pipe.run(photo, audio, out=Path(work) / f"{kind}.mp4", full_frame=full_frame, still=still,
                                   max_seconds=None)
                 best[kind] = min(best[kind], time.perf_counter() - start)
-            with torch.inference_mode():
-                renderer.torch_frames(prepared, heatmaps, landmarks)  # warm
-                generator.append(max(4 / _seconds(lambda: renderer.torch_frames(prepared, heatmaps, landmarks))
-                                     for _ in range(3)))
+            with torch.inference_mode():  # warm-up, then the best of 3 (as the backends are timed)
+                generator.append(4 / backends._seconds(lambda: renderer.torch_frames(prepared, heatmaps, landmarks)))
     seconds = result.num_frames / 25
     print(json.dumps({**{f"{kind}_rtf": round(best[kind] / seconds, 3) for kind in KINDS},
                       "generator_fps": round(max(generator), 1)}))
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
