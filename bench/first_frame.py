@@ -6,6 +6,8 @@ finished video, in headless Chromium on the running app (warm: one request first
     python bench/first_frame.py --photo big.jpg       # another photo (above 512² the video is OpenH264's)
     python bench/first_frame.py --audio long.wav      # another speech (the target holds for any length)
 
+Each run also says where the wait went, in seconds after the click: the request leaving the page, the app's handler
+having its first piece (the app logs it), the page fetching the stream's playlist and its first segment.
 The live video (Gradio's streaming output) counts as moving once its playback position passes its first frame.
 Now and then it never does (hls.js stalls on the first pieces and the finished video replaces it first): such a
 run is counted as "never moved" and shown apart, not waited on.
