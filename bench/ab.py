@@ -50,8 +50,7 @@ def child(tree: Path, photo: Path, audio: Path, repeats: int) -> None:
                 best[kind] = min(best[kind], time.perf_counter() - start)
             with torch.inference_mode():  # warm-up, then the best of 3 (as the backends are timed)
                 generator.append(4 / backends._seconds(lambda: renderer.torch_frames(prepared, heatmaps, landmarks)))
-    seconds = result.num_frames / 25
-    print(json.dumps({**{f"{kind}_rtf": round(best[kind] / seconds, 3) for kind in KINDS},
+    print(json.dumps({**{f"{kind}_rtf": round(best[kind] / result.duration, 3) for kind in KINDS},
                       "generator_fps": round(max(generator), 1)}))
 
 
