@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="where L2F runs on a CPU: torch, onnx (ONNX Runtime), bf16 (bfloat16, on CPUs "
-                             "with AVX-512 BF16 or AMX) or auto, the fastest here "
+                             "with AVX-512 BF16 or AMX), int8 (int8 convolutions, x86) or auto, the fastest here "
                              "(default: TALKFACE_BACKEND, else auto)")
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                         help=f"longest speech accepted (default {MAX_SECONDS:g})")

@@ -1,4 +1,5 @@
-"""Where L2F's generator runs: PyTorch, ONNX Runtime, or PyTorch in bfloat16, whichever is measured fastest here.
+"""Where L2F's generator runs: PyTorch, ONNX Runtime, PyTorch in bfloat16 or with int8 convolutions, whichever is
+measured fastest here.
 
 L2F is ~90% of the time of a video on a CPU. The same generator exported to ONNX (opset 20: its landmark flow
 uses affine_grid) gives the same frames (> 88 dB PSNR). No single answer holds for every CPU (PyTorch's oneDNN and
@@ -12,12 +13,19 @@ is a third candidate: 1.6-1.7x float32's speed on the 2-core AMD EPYC this proje
 from float32's on real faces (the generator keeps its flow, warp and blend in float32), and checked on the bundled
 face before it is used. Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
 
+On x86, PyTorch's oneDNN computes convolutions in int8 (``int8_generator``): the U-Net's 13 dense 3x3
+convolutions after the stem take 8-bit inputs (ranges measured once on the bundled face: each of them reads
+features a GroupNorm scaled at most one linear layer before, so their ranges do not depend on the photo) and
+8-bit weights per output channel; everything else stays float32. 1.2-1.45x float32's frames/s on the 2-core Intel Xeon this was measured on, frames 79-84 dB from
+float32's (docs/benchmarks.md); checked on the bundled face before it is used.
+
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
 is ever downloaded.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -26,6 +34,7 @@ import platform
 import re
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +43,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "onnx", "bf16")
+BACKENDS = ("auto", "torch", "onnx", "bf16", "int8")
 CHOICE_VERSION = 3  # part of the remembered choice's key: a new way of choosing times the candidates again
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
 _INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
@@ -72,6 +81,136 @@ def native_bf16(flags: set[str] | None = None) -> bool:
     not held to AVX2; elsewhere bfloat16 is emulated and several times slower than float32."""
     flags = cpu_flags() if flags is None else flags
     return cpu_class(flags) == "avx512-bf16" or ("amx_bf16" in flags and cpu_class(flags) != "avx2")
+
+
+def int8_available() -> bool:
+    """Whether PyTorch here has oneDNN's int8 convolutions (its x86 builds do) on an x86 CPU with AVX2 or more."""
+    try:
+        ops = torch.ops.onednn.qconv2d_pointwise, torch.ops.onednn.qconv_prepack
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(ops) and torch.backends.mkldnn.is_available() and cpu_class() != "other"
+
+
+class Int8Conv2d(nn.Module):
+    """A float32 ``nn.Conv2d`` computed in int8 by oneDNN: the input quantized to 8 bits over a fixed range
+    (``low``..``high``, measured beforehand: ``int8_generator``), the weights to 8 bits per output channel, the
+    sum in int32 and the output back in float32. Inference only."""
+
+    def __init__(self, conv: nn.Conv2d, low: float, high: float):
+        super().__init__()
+        weight = conv.weight.detach().float().cpu()
+        self.w_scale = (weight.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127).double()
+        qweight = torch.round(weight / self.w_scale.float()[:, None, None, None]).clamp(-128, 127).to(torch.int8)
+        low, high = min(low, 0.0), max(high, 0.0)  # real 0 exactly representable: the zero padding stays zero
+        self.x_scale = max(high - low, 1e-8) / 255
+        self.x_zero = int(min(max(round(-low / self.x_scale), 0), 255))
+        self.geometry = [list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups]
+        self.w_zero = torch.zeros(len(self.w_scale), dtype=torch.int64)
+        self.bias = None if conv.bias is None else conv.bias.detach().float().cpu()
+        self.packed = torch.ops.onednn.qconv_prepack(qweight.contiguous(memory_format=torch.channels_last),
+                                                     self.w_scale, self.x_scale, self.x_zero, *self.geometry, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # quantize_per_tensor is the vectorized quantizer; its quint8 storage viewed as the uint8 oneDNN reads
+        q = torch.quantize_per_tensor(x, self.x_scale, self.x_zero, torch.quint8).view(torch.uint8)
+        return torch.ops.onednn.qconv2d_pointwise(q, self.x_scale, self.x_zero, self.packed, self.w_scale, self.w_zero,
+                                                  self.bias, *self.geometry, 1.0, 0, torch.float32, "none", [], "")
+
+
+def int8_layers(generator: nn.Module) -> list[str]:
+    """The convolutions the int8 generator computes in int8: the U-Net's dense 3x3 ones after the stem, ~40% of
+    its time and 2-4x faster in int8. Kept float32: the stem (its photo share is computed once, by linearity, and
+    it reads the heatmaps), the 1x1 and depthwise ones (no faster, more error) and the full-resolution ones that
+    set the pixels."""
+    return [name for name, m in generator.named_modules()
+            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)
+            and name.startswith("unet.") and not name.startswith(("unet.stem", "unet.to_full"))]
+
+
+def _open_mouths(face: tuple[torch.Tensor, torch.Tensor], batch: int = 4, seed: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`face` with its lower lip lowered 0-10 px across a batch: the frames int8 is calibrated and checked on."""
+    photo, points = face
+    g = torch.Generator().manual_seed(seed)
+    moved = points.float()[None].repeat(batch, 1, 1) + torch.randn(batch, 68, 2, generator=g) * 0.5
+    moved[:, [55, 56, 57, 58, 59, 65, 66, 67], 1] += torch.linspace(0, 10, batch)[:, None]
+    return photo, moved
+
+
+def int8_ranges(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> dict[str, list[float]]:
+    """The input range of each of ``int8_layers``, over frames of `face` with the mouth open 0-10 px and of a
+    photo of pure noise, widened by a tenth each way."""
+    generator = renderer.generator
+    names = int8_layers(generator)
+    seen = {name: [float("inf"), float("-inf")] for name in names}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            low, high = inputs[0].aminmax()
+            seen[name] = [min(seen[name][0], float(low)), max(seen[name][1], float(high))]
+        return hook
+
+    hooks = [generator.get_submodule(name).register_forward_pre_hook(record(name)) for name in names]
+    try:
+        with torch.inference_mode():
+            for seed in range(3):
+                photo, moved = _open_mouths(face, seed=seed)
+                renderer.torch_frames(renderer.prepare(photo, face[1].float()), renderer.heatmaps(moved), moved)
+            renderer.torch_frames(*example(renderer))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: [low - 0.1 * (high - low), high + 0.1 * (high - low)] for name, (low, high) in seen.items()}
+
+
+def int8_generator(renderer: Any, checkpoint: Path,
+                   face: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]) -> nn.Module | None:
+    """A copy of the renderer's generator with ``int8_layers`` in int8 (``Int8Conv2d``), for PyTorch's path on a
+    CPU; None where oneDNN's int8 is missing, without a face to calibrate on, or if its frames of that face differ
+    from float32's by more than MIN_PSNR. The ranges are measured once per checkpoint and generator code and kept
+    in the cache; only then is `face` called, for the real face to measure on (the bundled one, as
+    ``example_inputs`` takes it; aligning it costs a second)."""
+    if not int8_available() or renderer.device.type != "cpu":
+        return None
+    path = cache_dir() / f"{_key(renderer, checkpoint)}.int8.json"
+    try:
+        ranges = json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        ranges = None
+    fresh = ranges is None or set(ranges) != set(int8_layers(renderer.generator))
+    real = face() if fresh else None
+    if fresh and real is None:
+        return None
+    try:
+        if fresh:
+            ranges = int8_ranges(renderer, real)
+        int8 = copy.deepcopy(renderer.generator)
+        for name, (low, high) in ranges.items():
+            parent, _, leaf = name.rpartition(".")
+            setattr(int8.get_submodule(parent), leaf, Int8Conv2d(renderer.generator.get_submodule(name), low, high))
+        psnr = int8_psnr(renderer, int8, real) if fresh else MIN_PSNR
+    except Exception as exc:  # any failure of the optional path leaves the one that always works
+        log.warning("int8 path not used: %s", exc)
+        return None
+    if psnr < MIN_PSNR:
+        log.warning("int8 path not used: its frames differ from float32's (%.1f dB)", psnr)
+        return None
+    if fresh:  # checked when measured: what is kept passed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(ranges))
+        os.replace(tmp, path)
+    return int8
+
+
+def int8_psnr(renderer: Any, int8: nn.Module, face: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """PSNR (dB) of the int8 generator's frames against float32's, for a real `face` with the mouth opening."""
+    photo, moved = _open_mouths(face, seed=100)
+    prepared, heatmaps = renderer.prepare(photo, face[1].float()), renderer.heatmaps(moved)
+    with torch.inference_mode():
+        return _psnr(renderer.torch_frames(prepared, heatmaps, moved, generator=int8),
+                     renderer.torch_frames(prepared, heatmaps, moved))
 
 
 class OnnxGenerator:
@@ -224,11 +363,12 @@ def bf16_psnr(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> float:
 
 def candidates() -> list[str]:
     """The backends worth timing on this machine: PyTorch always, ONNX Runtime if installed, bfloat16 where the
-    CPU computes it natively. Known without loading anything, so a remembered choice costs no export or session."""
+    CPU computes it natively, int8 where oneDNN's int8 convolutions are. Known without loading anything, so a
+    remembered choice costs no export or session."""
     import importlib.util
 
     return (["torch"] + (["onnx"] if importlib.util.find_spec("onnxruntime") is not None else [])
-            + (["bf16"] if native_bf16() else []))
+            + (["bf16"] if native_bf16() else []) + (["int8"] if int8_available() else []))
 
 
 def _record_key(renderer: Any, checkpoint: Path, names: list[str]) -> str:
@@ -251,11 +391,13 @@ def remembered(renderer: Any, checkpoint: Path, names: list[str]) -> str | None:
 
 
 def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerator | None = None,
-           bf16_face: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[str, dict[str, float]]:
-    """"torch", "onnx" or "bf16", whichever of `names` (``candidates()``) ran the generator fastest here on a
-    batch of 4 (frames/s of each), measured once per CPU, checkpoint and library versions and remembered in the
-    cache (``remembered``). "onnx" runs if `onnx` is given, "bf16" if `bf16_face` is (a real face, ``bf16_psnr``)
-    and its frames for that face are within MIN_PSNR of float32's; a candidate that cannot run is left out."""
+           face: tuple[torch.Tensor, torch.Tensor] | None = None, int8: nn.Module | None = None
+           ) -> tuple[str, dict[str, float]]:
+    """"torch", "onnx", "bf16" or "int8", whichever of `names` (``candidates()``) ran the generator fastest here
+    on a batch of 4 (frames/s of each), measured once per CPU, checkpoint and library versions and remembered in
+    the cache (``remembered``). "onnx" runs if `onnx` is given, "bf16" if `face` is (a real face,
+    ``bf16_psnr``) and its frames for that face are within MIN_PSNR of float32's, "int8" if `int8` is (checked so
+    by ``int8_generator``; its PSNR recorded when `face` is given); a candidate that cannot run is left out."""
     key = _record_key(renderer, checkpoint, names)
     known = _records()
     if key in known:
@@ -266,15 +408,18 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
     args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
     runs = {"torch": lambda: renderer.torch_frames(prepared, heatmaps, moved),
             "onnx": lambda: onnx(*args, **kwargs),
-            "bf16": lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=True)}
+            "bf16": lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=True),
+            "int8": lambda: renderer.torch_frames(prepared, heatmaps, moved, generator=int8)}
     timed = [n for n in names if n == "torch" or (n == "onnx" and onnx is not None)
-             or (n == "bf16" and bf16_face is not None)]
+             or (n == "bf16" and face is not None) or (n == "int8" and int8 is not None)]
     entry: dict[str, Any] = {}
     if "bf16" in timed:
-        entry["bf16_psnr"] = round(bf16_psnr(renderer, bf16_face), 1)
+        entry["bf16_psnr"] = round(bf16_psnr(renderer, face), 1)
         if entry["bf16_psnr"] < MIN_PSNR:
             log.warning("bfloat16 path not used: its frames differ from float32's (%.1f dB)", entry["bf16_psnr"])
             timed.remove("bf16")
+    if "int8" in timed and face is not None:
+        entry["int8_psnr"] = round(int8_psnr(renderer, int8, face), 1)
     with torch.inference_mode():
         fps = {name: 4 / _seconds(runs[name]) for name in timed}
     best = max(fps, key=fps.get)

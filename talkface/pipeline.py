@@ -30,7 +30,16 @@ from torch import nn
 
 from talkface import drawing, release_memory
 from talkface.audio import FPS, MAX_SECONDS, SAMPLE_RATE, Speech, check_speech, load_speech, mfcc_windows
-from talkface.backends import BACKENDS, candidates, choose, native_bf16, onnx_generator, remembered
+from talkface.backends import (
+    BACKENDS,
+    candidates,
+    choose,
+    int8_available,
+    int8_generator,
+    native_bf16,
+    onnx_generator,
+    remembered,
+)
 from talkface.checkpoints import ABLATIONS, BUNDLED, load_checkpoint
 from talkface.composite import MAX_SIDE, PasteBack
 from talkface.data.articulation import living_head
@@ -56,7 +65,7 @@ log = logging.getLogger(__name__)
 MAX_ARTICULATION = 2.0
 CHECKPOINT_NAMES = ("l2f", "word_detector", *(f"a2l_{name}" for name in ABLATIONS))
 WORD_STRIDE = 12  # about half a second between read-out windows
-EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example, also the bf16 path's check
+EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example, also the bf16 and int8 paths' check
 # The shortest streamed piece: Gradio's streaming output decodes each piece's sound and fails on one of a frame or
 # two (640 samples, under one AAC frame: "Output file #0 does not contain any stream"), failing the request;
 # a short remainder joins the piece before it, a video this short is not streamed.
@@ -201,8 +210,9 @@ class TalkingFacePipeline:
         """Load the A2L checkpoint `a2l_<a2l>`, `l2f` and `word_detector` from `checkpoint_dir` (default: the
         bundled assets/checkpoints), on CUDA when there is one. Raises CheckpointError naming a bad file.
         `backend` (default ``TALKFACE_BACKEND``, else "auto"): where L2F's generator runs on a CPU: "torch",
-        "onnx" (ONNX Runtime), "bf16" (PyTorch in bfloat16, only on CPUs that compute it natively) or "auto",
-        whichever is fastest on this machine (``talkface.backends``)."""
+        "onnx" (ONNX Runtime), "bf16" (PyTorch in bfloat16, only on CPUs that compute it natively), "int8"
+        (PyTorch with int8 convolutions, x86) or "auto", whichever is fastest on this machine
+        (``talkface.backends``)."""
         if a2l not in ABLATIONS:
             raise CheckpointError(f"There is no A2L model '{a2l}'; choose one of {', '.join(ABLATIONS)}.")
         root = Path(checkpoint_dir) if checkpoint_dir is not None else BUNDLED
@@ -547,18 +557,29 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
                                 "use the torch or auto backend.")
         renderer.use_onnx(onnx)
         return
+    if backend == "int8":
+        int8 = int8_generator(renderer, checkpoint, _example_face) if int8_available() else None
+        if int8 is None:
+            raise TalkFaceError("The int8 backend is not available here (it needs PyTorch's oneDNN int8 "
+                                "convolutions, on an x86 CPU); use the torch or auto backend.")
+        renderer.use_int8(int8)
+        return
     names = candidates()
     if names == ["torch"]:
         return
-    best, onnx = remembered(renderer, checkpoint, names), None
+    best, onnx, int8 = remembered(renderer, checkpoint, names), None, None
     if best is None:
         onnx = onnx_generator(renderer, checkpoint) if "onnx" in names else None
-        face = _example_face() if "bf16" in names else None
-        best = choose(renderer, checkpoint, names, onnx, face)[0]
+        face = _example_face() if {"bf16", "int8"} & set(names) else None
+        int8 = int8_generator(renderer, checkpoint, lambda: face) if "int8" in names else None
+        best = choose(renderer, checkpoint, names, onnx, face, int8)[0]
     if best == "onnx":
         renderer.use_onnx(onnx or onnx_generator(renderer, checkpoint))
     elif best == "bf16":
         renderer.use_bf16()
+    elif best == "int8":
+        int8 = int8 or int8_generator(renderer, checkpoint, _example_face)
+        renderer.use_int8(int8)  # None (the float32 generator) if it cannot be built any more
 
 
 def _example_face() -> tuple[torch.Tensor, torch.Tensor] | None:

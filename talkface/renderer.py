@@ -47,22 +47,29 @@ class L2FRenderer:
         self.image_size = image_size
         self.heatmap_scale = heatmap_scale
         self.heatmap_sigma = heatmap_sigma
-        self.backend = "torch"  # or "onnx", "bf16": talkface.backends, chosen by the pipeline
+        self.backend = "torch"  # or "onnx", "bf16", "int8": talkface.backends, chosen by the pipeline
         self._onnx = None
+        self._int8: nn.Module | None = None  # the generator with int8 convolutions (backends.int8_generator)
         # PyTorch's path on a CPU: a batch split between STREAMS threads (None: not started; ``_streams``)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0  # the process that started it: a forked child starts its own
 
     def use_onnx(self, onnx) -> None:
         """Run the generator through ONNX Runtime (a ``backends.OnnxGenerator``), or PyTorch again with None."""
-        self._onnx = onnx
+        self._onnx, self._int8 = onnx, None
         self.backend = "torch" if onnx is None else "onnx"
 
     def use_bf16(self, on: bool = True) -> None:
         """Run the generator in PyTorch under bfloat16 autocast (frames still float32), or in float32 again.
         Only where the CPU computes bfloat16 natively: ``backends.native_bf16``; the pipeline checks."""
-        self._onnx = None
+        self._onnx, self._int8 = None, None
         self.backend = "bf16" if on else "torch"
+
+    def use_int8(self, generator: nn.Module | None) -> None:
+        """Run PyTorch's path with `generator`, the generator with int8 convolutions
+        (``backends.int8_generator``), or with the float32 one again with None."""
+        self._onnx, self._int8 = None, generator
+        self.backend = "torch" if generator is None else "int8"
 
     @classmethod
     def from_checkpoint(cls, stem: str | os.PathLike, device: str | torch.device | None = None) -> L2FRenderer:
@@ -115,14 +122,15 @@ class L2FRenderer:
         if self._onnx is not None:
             args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
             return self._onnx(*args, **kwargs)
-        return self.torch_frames(prepared, heatmaps, landmarks, bf16=self.backend == "bf16")
+        return self.torch_frames(prepared, heatmaps, landmarks, bf16=self.backend == "bf16", generator=self._int8)
 
     def torch_frames(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
-                     *, bf16: bool = False) -> torch.Tensor:
+                     *, bf16: bool = False, generator: nn.Module | None = None) -> torch.Tensor:
         """``generate`` on PyTorch's path (``bf16``: under bfloat16 autocast, frames still float32): the photo's
         share of the generator's work computed once per prepared identity, then every batch of frames from it.
         The backends are timed and checked through here, as the pipeline runs them. The caller's own autocast,
-        if any, does not apply: ``bf16`` says what runs in bfloat16."""
+        if any, does not apply: ``bf16`` says what runs in bfloat16. ``generator``: another module with this
+        generator's stem, run in its place (the int8 one: ``backends.int8_generator``)."""
         photo, maps, points, cache = prepared
         if points is not None and landmarks is None:
             raise ValueError("this generator warps by the landmarks: pass them to generate()")
@@ -135,23 +143,24 @@ class L2FRenderer:
                 features = self.generator.identity_features(photo, maps)
             if not torch.is_grad_enabled():  # with gradients they are part of the caller's graph: not kept
                 cache["float32"] = features
+        generator = self.generator if generator is None else generator
         pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
         if pool is None:
-            return self._frames(photo, heatmaps, pixels, points, features, bf16)
+            return self._frames(generator, photo, heatmaps, pixels, points, features, bf16)
         halves = zip(heatmaps.tensor_split(STREAMS),
                      pixels.tensor_split(STREAMS) if pixels is not None else [None] * STREAMS)
-        done = [pool.submit(self._frames, photo, part, part_pixels, points, features, bf16, stream=True)
+        done = [pool.submit(self._frames, generator, photo, part, part_pixels, points, features, bf16, stream=True)
                 for part, part_pixels in halves]
         return torch.cat([future.result() for future in done])
 
-    def _frames(self, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
+    def _frames(self, generator: nn.Module, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
                 identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False
                 ) -> torch.Tensor:
         kwargs = {} if pixels is None else {"landmarks": pixels, "identity_landmarks": identity_points}
         # a stream's thread starts with gradients on (grad mode is per thread); it is used only without them
         with torch.inference_mode() if stream else contextlib.nullcontext(), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.generator(photo, heatmaps, features=features, **kwargs).float()
+            return generator(photo, heatmaps, features=features, **kwargs).float()
 
     def _streams(self) -> ThreadPoolExecutor | None:
         """The streams PyTorch's path splits a batch between on a CPU with two cores or more, started on first use
