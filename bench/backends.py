@@ -1,5 +1,6 @@
-"""L2F's backends before/after in one run: PyTorch, ONNX Runtime and (on CPUs that compute it natively) PyTorch in
-bfloat16: frames/s, end to end, and each one's frames against PyTorch's float32 frames.
+"""L2F's backends before/after in one run: PyTorch, ONNX Runtime, PyTorch in bfloat16 (on CPUs that compute it
+natively) and with int8 convolutions (x86): frames/s, end to end, and each one's frames against PyTorch's float32
+frames.
 
     python bench/backends.py                      # this CPU as it is
     python bench/backends.py --real ../shared/real_av/grid   # also PSNR on real clips' first frames
@@ -99,7 +100,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(real: Path | None = None, wav2lip: Path | None = None) -> list[Row]:
-    from talkface.backends import cpu_class, cpu_flags, native_bf16
+    from talkface.backends import cpu_class, cpu_flags, int8_available, native_bf16
     from talkface.pipeline import TalkingFacePipeline
     from talkface.video import read_video
 
@@ -107,7 +108,7 @@ def run(real: Path | None = None, wav2lip: Path | None = None) -> list[Row]:
     rows = [Row(SECTION, "CPU class (the flags that pick the kernels)",
                 f"{cpu_class()}; {' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx', 'fma'))))}")]
     work = Path(tempfile.mkdtemp(prefix="talkface-bench-"))
-    names = ("torch", "onnx", "bf16") if native_bf16() else ("torch", "onnx")
+    names = ("torch", "onnx") + (("bf16",) if native_bf16() else ()) + (("int8",) if int8_available() else ())
     pipes = {name: TalkingFacePipeline.from_pretrained(backend=name) for name in names}
     rows.append(Row(SECTION, "backend the pipeline picks here (auto)",
                     TalkingFacePipeline.from_pretrained(backend="auto").renderer.backend))

@@ -14,10 +14,11 @@ from float32's on real faces (the generator keeps its flow, warp and blend in fl
 face before it is used. Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
 
 On x86, PyTorch's oneDNN computes convolutions in int8 (``int8_generator``): the U-Net's 13 dense 3x3
-convolutions after the stem take 8-bit inputs (ranges measured once on the bundled face: each of them reads
-features a GroupNorm scaled at most one linear layer before, so their ranges do not depend on the photo) and
-8-bit weights per output channel; everything else stays float32. 1.2-1.45x float32's frames/s on the 2-core Intel Xeon this was measured on, frames 79-84 dB from
-float32's (docs/benchmarks.md); checked on the bundled face before it is used.
+convolutions after the stem and the head take 8-bit inputs (ranges measured once on the bundled face: the U-Net's
+read features a GroupNorm scaled at most one linear layer before, so their ranges do not depend on the photo) and
+8-bit weights per output channel; everything else stays float32. ~1.4x float32's frames/s on the 2-core Intel
+Xeon this was measured on, frames ~70-80 dB from float32's (docs/benchmarks.md); checked on the bundled face
+before it is used.
 
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
 is ever downloaded.
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "bf16", "int8")
 CHOICE_VERSION = 3  # part of the remembered choice's key: a new way of choosing times the candidates again
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
+INT8_VERSION = 1  # part of the kept int8 ranges' name: a new way of measuring them measures them again
 _INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
 
 
@@ -119,13 +121,13 @@ class Int8Conv2d(nn.Module):
 
 
 def int8_layers(generator: nn.Module) -> list[str]:
-    """The convolutions the int8 generator computes in int8: the U-Net's dense 3x3 ones after the stem, ~40% of
-    its time and 2-4x faster in int8. Kept float32: the stem (its photo share is computed once, by linearity, and
-    it reads the heatmaps), the 1x1 and depthwise ones (no faster, more error) and the full-resolution ones that
-    set the pixels."""
+    """The convolutions the int8 generator computes in int8: the U-Net's dense 3x3 ones after the stem (~40% of
+    float32's time, 2-4x faster in int8) and the head (its 6 output channels leave float32's kernels a third busy:
+    2.3x faster in int8). Kept float32: the stem (its photo share is computed once, by linearity, and it reads the
+    heatmaps) and the 1x1 and depthwise ones (no faster, or a few percent, for 2-3% more error each)."""
     return [name for name, m in generator.named_modules()
             if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)
-            and name.startswith("unet.") and not name.startswith(("unet.stem", "unet.to_full"))]
+            and (name == "head" or (name.startswith("unet.") and not name.startswith(("unet.stem", "unet.to_full"))))]
 
 
 def _open_mouths(face: tuple[torch.Tensor, torch.Tensor], batch: int = 4, seed: int = 0
@@ -173,7 +175,7 @@ def int8_generator(renderer: Any, checkpoint: Path,
     ``example_inputs`` takes it; aligning it costs a second)."""
     if not int8_available() or renderer.device.type != "cpu":
         return None
-    path = cache_dir() / f"{_key(renderer, checkpoint)}.int8.json"
+    path = cache_dir() / f"{_key(renderer, checkpoint)}.int8-v{INT8_VERSION}.json"
     try:
         ranges = json.loads(path.read_text()) if path.exists() else None
     except ValueError:
@@ -185,7 +187,9 @@ def int8_generator(renderer: Any, checkpoint: Path,
     try:
         if fresh:
             ranges = int8_ranges(renderer, real)
-        int8 = copy.deepcopy(renderer.generator)
+        # the modules copied, their float32 weights shared: the copy adds only the int8 weights
+        int8 = copy.deepcopy(renderer.generator, memo={id(t): t for t in (*renderer.generator.parameters(),
+                                                                          *renderer.generator.buffers())})
         for name, (low, high) in ranges.items():
             parent, _, leaf = name.rpartition(".")
             setattr(int8.get_submodule(parent), leaf, Int8Conv2d(renderer.generator.get_submodule(name), low, high))
