@@ -178,9 +178,9 @@ def int8_generator(renderer: Any, checkpoint: Path,
     path = cache_dir() / f"{_key(renderer, checkpoint)}.int8-v{INT8_VERSION}.json"
     try:
         ranges = json.loads(path.read_text()) if path.exists() else None
-    except ValueError:
+    except (OSError, ValueError):
         ranges = None
-    fresh = ranges is None or set(ranges) != set(int8_layers(renderer.generator))
+    fresh = not _valid_ranges(ranges, int8_layers(renderer.generator))  # a damaged file is measured again
     real = face() if fresh else None
     if fresh and real is None:
         return None
@@ -206,6 +206,13 @@ def int8_generator(renderer: Any, checkpoint: Path,
         tmp.write_text(json.dumps(ranges))
         os.replace(tmp, path)
     return int8
+
+
+def _valid_ranges(ranges: Any, names: list[str]) -> bool:
+    """Whether kept `ranges` are one finite (low, high) pair, low < high, for each of `names` and nothing else."""
+    return (isinstance(ranges, dict) and set(ranges) == set(names)
+            and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
+                    and np.isfinite(r).all() and r[0] < r[1] for r in ranges.values()))
 
 
 def int8_psnr(renderer: Any, int8: nn.Module, face: tuple[torch.Tensor, torch.Tensor]) -> float:

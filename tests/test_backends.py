@@ -198,3 +198,15 @@ def test_the_int8_backend_is_refused_where_onednn_has_no_int8(tiny_checkpoints, 
         TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
     auto = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="auto")
     assert auto.renderer.backend != "int8" and '"int8' not in (tmp_path / "cache" / "backends.json").read_text()
+
+
+@needs_int8
+@pytest.mark.parametrize("damage", ["{not json", '{"head": [NaN, 1.0]}', "[]"])
+def test_damaged_int8_ranges_are_measured_again(tiny_checkpoints, tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
+    (kept,) = (tmp_path / "cache").glob("l2f-*.int8-v*.json")
+    good = kept.read_text()
+    kept.write_text(damage)
+    again = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
+    assert again.renderer.backend == "int8" and kept.read_text() == good  # measured again, the same
