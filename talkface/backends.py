@@ -37,7 +37,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "bf16", "int8")
-CHOICE_VERSION = 3  # part of the remembered choice's key: a new way of choosing times the candidates again
+CHOICE_VERSION = 5  # part of the remembered choice's key: a new way of choosing times the candidates again
+BATCHES = (4, 8)  # the batch sizes ``choose`` times the chosen backend at
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
 INT8_VERSION = 1  # part of the kept int8 ranges' name: a new way of measuring them measures them again
 _INPUTS = ("photo", "heatmaps", "identity_heatmaps", "landmarks", "identity_landmarks")
@@ -395,32 +396,70 @@ def _records() -> dict[str, Any]:
         return {}
 
 
-def remembered(renderer: Any, checkpoint: Path, names: list[str]) -> str | None:
-    """The backend chosen before on this machine for these candidates, or None if they were never timed here."""
+class Choice(NamedTuple):
+    """What ``choose`` measured on this machine: the fastest backend, every candidate's frames/s at batch 4, and
+    the batch the pipeline sends through L2F (4, or 8 where that was faster with the chosen backend)."""
+
+    backend: str
+    fps: dict[str, float]
+    batch: int = 4
+
+
+def remembered(renderer: Any, checkpoint: Path, names: list[str]) -> Choice | None:
+    """The choice made before on this machine for these candidates, or None if they were never timed here."""
     entry = _records().get(_record_key(renderer, checkpoint, names))
-    return entry["backend"] if entry else None
+    return Choice(entry["backend"], entry["fps"], int(entry.get("batch", 4))) if entry else None
+
+
+def _runner(renderer: Any, name: str, batch: int, onnx: OnnxGenerator | None, int8: nn.Module | None
+            ) -> Callable[[], torch.Tensor]:
+    """A batch of example frames on backend `name`, as the renderer runs it: PyTorch with the photo's share
+    computed once, ONNX Runtime given every frame's whole input."""
+    prepared, heatmaps, moved = example(renderer, batch)
+    if name == "onnx":
+        args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
+        return lambda: onnx(*args, **kwargs)
+    return lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=name == "bf16",
+                                         generator=int8 if name == "int8" else None)
+
+
+def _video(renderer: Any, name: str, batch: int, onnx: OnnxGenerator | None, int8: nn.Module | None
+           ) -> Callable[[], None]:
+    """16 frames of the bundled-size example drawn and generated `batch` at a time on backend `name`, as the
+    pipeline's L2F worker makes them: what differs between batch sizes end to end is as much each batch's fixed
+    cost (drawing its heatmaps: ~160 small steps; handing it to the streams) as the generator's rate."""
+    prepared, _, moved = example(renderer, 16)
+    kwargs = {"bf16": name == "bf16", "generator": int8 if name == "int8" else None}
+
+    def run() -> None:
+        for start in range(0, 16, batch):
+            points = moved[start:start + batch]
+            heatmaps = renderer.heatmaps(points)
+            if name == "onnx":
+                args, more = renderer.generator_inputs(prepared, heatmaps, points,
+                                                       memory_format=torch.contiguous_format)
+                onnx(*args, **more)
+            else:
+                renderer.torch_frames(prepared, heatmaps, points, **kwargs)
+    return run
 
 
 def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerator | None = None,
-           face: tuple[torch.Tensor, torch.Tensor] | None = None, int8: nn.Module | None = None
-           ) -> tuple[str, dict[str, float]]:
+           face: tuple[torch.Tensor, torch.Tensor] | None = None, int8: nn.Module | None = None) -> Choice:
     """"torch", "onnx", "bf16" or "int8", whichever of `names` (``candidates()``) ran the generator fastest here
-    on a batch of 4 (frames/s of each), measured once per CPU, checkpoint and library versions and remembered in
-    the cache (``remembered``). "onnx" runs if `onnx` is given, "bf16" if `face` is (a real face,
-    ``bf16_psnr``) and its frames for that face are within MIN_PSNR of float32's, "int8" if `int8` is (checked so
-    by ``int8_generator``; its PSNR recorded when `face` is given); a candidate that cannot run is left out."""
+    on a batch of 4 (frames/s of each), and the batch for it, measured once per CPU, checkpoint and library
+    versions and remembered in the cache (``remembered``). "onnx" runs if `onnx` is given, "bf16" if `face` is
+    (a real face, ``bf16_psnr``) and its frames for that face are within MIN_PSNR of float32's, "int8" if `int8`
+    is (checked so by ``int8_generator``; its PSNR recorded when `face` is given); a candidate that cannot run is
+    left out.
+
+    The batch: batches of 8 ran 10-15% faster end to end than 4 with int8 on the 2-core Intel Xeon, and 11%
+    slower with float32 on the 2-core AMD EPYC (docs/benchmarks.md), so it is measured too: 16 frames drawn and
+    generated 4 and 8 at a time with the chosen backend (``_video``), the faster kept."""
     key = _record_key(renderer, checkpoint, names)
     known = _records()
     if key in known:
-        return known[key]["backend"], known[key]["fps"]
-    # each timed as the renderer runs it: PyTorch with the photo's share computed once, ONNX Runtime given
-    # every frame's whole input
-    prepared, heatmaps, moved = example(renderer)
-    args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
-    runs = {"torch": lambda: renderer.torch_frames(prepared, heatmaps, moved),
-            "onnx": lambda: onnx(*args, **kwargs),
-            "bf16": lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=True),
-            "int8": lambda: renderer.torch_frames(prepared, heatmaps, moved, generator=int8)}
+        return remembered(renderer, checkpoint, names)
     timed = [n for n in names if n == "torch" or (n == "onnx" and onnx is not None)
              or (n == "bf16" and face is not None) or (n == "int8" and int8 is not None)]
     entry: dict[str, Any] = {}
@@ -432,12 +471,15 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
     if "int8" in timed and face is not None:
         entry["int8_psnr"] = round(int8_psnr(renderer, int8, face), 1)
     with torch.inference_mode():
-        fps = {name: 4 / _seconds(runs[name]) for name in timed}
-    best = max(fps, key=fps.get)
-    known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, **entry}
+        fps = {name: 4 / _seconds(_runner(renderer, name, 4, onnx, int8)) for name in timed}
+        best = max(fps, key=fps.get)
+        rates = {b: 16 / _seconds(_video(renderer, best, b, onnx, int8)) for b in BATCHES}
+    batch = 8 if rates[8] > rates[4] else 4  # where they are the same, either costs as little
+    known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, "batch": batch,
+                  "batch_fps": {str(b): round(v, 1) for b, v in rates.items()}, **entry}
     record = cache_dir() / "backends.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(known, indent=1))
     os.replace(tmp, record)
-    return best, known[key]["fps"]
+    return Choice(best, known[key]["fps"], batch)

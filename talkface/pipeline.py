@@ -308,7 +308,7 @@ class TalkingFacePipeline:
         still: bool = False,
         out: str | os.PathLike | None = None,
         max_seconds: float | None = MAX_SECONDS,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         preview_frames: int = 48,
         progress: Progress | None = None,
         on_chunk: Callable[[Path], None] | None = None,
@@ -323,8 +323,9 @@ class TalkingFacePipeline:
         256 x 256 crop (the panels and the grid are always crops). `still`: no blinks or head motion (by
         default the face blinks and moves its head a little: ``living_head``). All videos carry the speech
         as recorded and have one frame per 1/25 s of it. Raises a TalkFaceError subclass with a plain sentence for
-        anything the person can fix. `batch_size` frames go through L2F at once: 4 is the fastest on a 2-core
-        CPU (`python bench/run_all.py`: end-to-end RTF 0.55 at 4, 0.88 at 16) and memory stays flat.
+        anything the person can fix. `batch_size` frames go through L2F at once (default: the renderer's, 4, or 8
+        where the backend "auto" measured 8 faster on this machine's first run: ``backends.choose``; 16 and more
+        are slower on a 2-core CPU, `python bench/run_all.py`) and memory stays flat.
         `on_chunk`: called with each piece of the main video as soon as it is encoded (an MPEG-TS segment with the
         16 kHz speech, next to `out`): the app streams them while the rest is made. The first is `chunk_seconds`
         long, so that something plays early (0.2 s: the first moving frame 1.9-2.3 s after Generate in the
@@ -340,6 +341,9 @@ class TalkingFacePipeline:
             raise TalkFaceError(f"Articulation must be between 0 and {MAX_ARTICULATION:g}, not {articulation:g}.")
         if full_frame and max_side < 2:
             raise TalkFaceError(f"The longest side of the video must be at least 2 pixels, not {max_side}.")
+        if batch_size is not None and batch_size < 1:
+            raise TalkFaceError(f"The batch size must be at least 1 frame, not {batch_size}.")
+        batch_size = batch_size or self.renderer.batch_size
         names = list(ABLATIONS) if compare else [name]
         seconds: dict[str, float] = {}
 
@@ -567,12 +571,13 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
     names = candidates()
     if names == ["torch"]:
         return
-    best, onnx, int8 = remembered(renderer, checkpoint, names), None, None
-    if best is None:
+    choice, onnx, int8 = remembered(renderer, checkpoint, names), None, None
+    if choice is None:
         onnx = onnx_generator(renderer, checkpoint) if "onnx" in names else None
         face = _example_face() if {"bf16", "int8"} & set(names) else None
         int8 = int8_generator(renderer, checkpoint, lambda: face) if "int8" in names else None
-        best = choose(renderer, checkpoint, names, onnx, face, int8)[0]
+        choice = choose(renderer, checkpoint, names, onnx, face, int8)
+    best, renderer.batch_size = choice.backend, choice.batch
     if best == "onnx":
         renderer.use_onnx(onnx or onnx_generator(renderer, checkpoint))
     elif best == "bf16":

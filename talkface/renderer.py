@@ -50,6 +50,7 @@ class L2FRenderer:
         self.backend = "torch"  # or "onnx", "bf16", "int8": talkface.backends, chosen by the pipeline
         self._onnx = None
         self._int8: nn.Module | None = None  # the generator with int8 convolutions (backends.int8_generator)
+        self.batch_size = 4  # frames the pipeline sends through at once: 8 where backends.choose measured it faster
         # PyTorch's path on a CPU: a batch split between STREAMS threads (None: not started; ``_streams``)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0  # the process that started it: a forked child starts its own

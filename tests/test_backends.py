@@ -210,3 +210,35 @@ def test_damaged_int8_ranges_are_measured_again(tiny_checkpoints, tmp_path, monk
     kept.write_text(damage)
     again = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
     assert again.renderer.backend == "int8" and kept.read_text() == good  # measured again, the same
+
+
+@pytest.mark.parametrize("eight_faster", [True, False])
+def test_auto_measures_the_batch_and_the_pipeline_uses_it(tiny_checkpoints, tmp_path, monkeypatch, eight_faster):
+    """Batches of 8 are kept only where they ran faster than 4 (here: timings made up, as the machine's own
+    swing more than the difference); the video then goes through L2F 8 frames at a time, unless asked otherwise."""
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    # the 16 frames of ``_video`` at batch 8 in half the time of batch 4's, or in a fifth more
+    monkeypatch.setattr(backends, "_video", lambda renderer, name, batch, onnx, int8: lambda: batch)
+
+    def seconds(fn, repeats: int = 3) -> float:
+        batch = fn()  # a batch size from the fake ``_video``, frames from the backends' own timing
+        return 1.0 if not isinstance(batch, int) or batch == 4 else (0.5 if eight_faster else 1.2)
+
+    monkeypatch.setattr(backends, "_seconds", seconds)
+    pipe = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="auto")
+    expected = 8 if eight_faster else 4
+    assert pipe.renderer.batch_size == expected
+    assert f'"batch": {expected}' in (tmp_path / "cache" / "backends.json").read_text()
+    again = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="auto")
+    assert again.renderer.batch_size == expected  # remembered
+    sizes = []
+    generate = again.renderer.generate
+    monkeypatch.setattr(again.renderer, "generate", lambda *a, **k: sizes.append(len(a[1])) or generate(*a, **k))
+    result = again.run(PHOTO, SPEECH, out=tmp_path / "a.mp4", full_frame=False, still=True)
+    frames = round(result.duration * 25)
+    assert sizes[0] == expected and sum(sizes) >= frames - 1
+    sizes.clear()
+    again.run(PHOTO, SPEECH, out=tmp_path / "b.mp4", full_frame=False, still=True, batch_size=3)
+    assert sizes[0] == 3
+    with pytest.raises(TalkFaceError, match="batch size must be at least 1"):
+        again.run(PHOTO, SPEECH, out=tmp_path / "c.mp4", batch_size=0)
