@@ -80,7 +80,7 @@ def run(quick: bool = False, ten_minutes: bool = False, work: Path | None = None
     lengths = [2.0, 8.0] if quick else [5.0, 60.0] + ([600.0] if ten_minutes else [])
     from talkface.pipeline import TalkingFacePipeline
 
-    batch = TalkingFacePipeline.from_pretrained(checkpoint_dir=checkpoints).renderer.batch_size  # as it runs here
+    batch = TalkingFacePipeline.from_pretrained(checkpoint_dir=checkpoints, device="cpu").renderer.batch_size
     rows = [Row(SECTION, "models", f"{checkpoint_note(checkpoints)}; CPU, batch {batch}, OMP_WAIT_POLICY=PASSIVE")]
     results = []
     for seconds in lengths:

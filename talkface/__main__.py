@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                         help=f"longest speech accepted (default {MAX_SECONDS:g})")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
-                        help="frames generated at once (default 4, or 8 where this machine's first run measured it "
-                             "faster)")
+                        help="frames generated at once (default 4, or 8 where the auto backend measured it faster "
+                             "on this machine's first run)")
     args = parser.parse_args(argv)
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} was asked for, but this machine has no usable CUDA GPU")

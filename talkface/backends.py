@@ -14,11 +14,12 @@ from float32's on real faces (the generator keeps its flow, warp and blend in fl
 face before it is used. Where bfloat16 is emulated (AVX2 only) it is ~7x *slower*, so it is never tried there.
 
 On x86, PyTorch's oneDNN computes convolutions in int8 (``int8_generator``): the U-Net's 13 dense 3x3
-convolutions after the stem and the head take 8-bit inputs (ranges measured once on the bundled face: the U-Net's
-read features a GroupNorm scaled at most one linear layer before, so their ranges do not depend on the photo) and
-8-bit weights per output channel; everything else stays float32. ~1.4x float32's frames/s on the 2-core Intel
-Xeon this was measured on, frames ~70-80 dB from float32's (docs/benchmarks.md); checked on the bundled face
-before it is used.
+convolutions after the stem and the head take 8-bit inputs and 8-bit weights per output channel; everything else
+stays float32. The inputs' ranges are measured once, on the bundled face and on black, white and noise photos (the
+U-Net's layers read features a GroupNorm scaled at most one linear layer before, so their ranges hardly depend on
+the photo; the head's does more). ~1.3x float32's frames/s on the 2-core Intel Xeon this was measured on (1.2-1.5x
+by rounds), frames 53-66 dB from float32's on real faces as uint8 (70-80 dB before rounding; docs/benchmarks.md);
+checked on the bundled face before it is used, once per CPU class.
 
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
 is ever downloaded.
@@ -33,6 +34,7 @@ import logging
 import os
 import platform
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -142,24 +144,28 @@ def _open_mouths(face: tuple[torch.Tensor, torch.Tensor], batch: int = 4, seed: 
 
 
 def int8_ranges(renderer: Any, face: tuple[torch.Tensor, torch.Tensor]) -> dict[str, list[float]]:
-    """The input range of each of ``int8_layers``, over frames of `face` with the mouth open 0-10 px and of a
-    photo of pure noise, widened by a tenth each way."""
+    """The input range of each of ``int8_layers``, over frames of `face` with the mouth open 0-10 px, of the
+    same landmarks on an all-black and an all-white photo and of a photo of pure noise (the head reads a conv of
+    the photo itself: a black photo took its input 50% past the bundled face's), widened by a tenth each way."""
     generator = renderer.generator
     names = int8_layers(generator)
     seen = {name: [float("inf"), float("-inf")] for name in names}
+    lock = threading.Lock()  # the generator's two streams run the hooks at once
 
     def record(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            low, high = inputs[0].aminmax()
-            seen[name] = [min(seen[name][0], float(low)), max(seen[name][1], float(high))]
+            low, high = (float(v) for v in inputs[0].aminmax())
+            with lock:
+                seen[name] = [min(seen[name][0], low), max(seen[name][1], high)]
         return hook
 
     hooks = [generator.get_submodule(name).register_forward_pre_hook(record(name)) for name in names]
+    photo, points = face
     try:
         with torch.inference_mode():
-            for seed in range(3):
-                photo, moved = _open_mouths(face, seed=seed)
-                renderer.torch_frames(renderer.prepare(photo, face[1].float()), renderer.heatmaps(moved), moved)
+            for seed, image in enumerate((photo, photo, photo, -torch.ones_like(photo), torch.ones_like(photo))):
+                _, moved = _open_mouths(face, seed=seed)
+                renderer.torch_frames(renderer.prepare(image, points.float()), renderer.heatmaps(moved), moved)
             renderer.torch_frames(*example(renderer))
     finally:
         for hook in hooks:
@@ -176,7 +182,8 @@ def int8_generator(renderer: Any, checkpoint: Path,
     ``example_inputs`` takes it; aligning it costs a second)."""
     if not int8_available() or renderer.device.type != "cpu":
         return None
-    path = cache_dir() / f"{_key(renderer, checkpoint)}.int8-v{INT8_VERSION}.json"
+    # per instruction set class too: oneDNN's int8 kernels differ (VNNI or not), and the check is made on each
+    path = cache_dir() / f"{_key(renderer, checkpoint)}-{cpu_class()}.int8-v{INT8_VERSION}.json"
     try:
         ranges = json.loads(path.read_text()) if path.exists() else None
     except (OSError, ValueError):
@@ -202,11 +209,19 @@ def int8_generator(renderer: Any, checkpoint: Path,
         log.warning("int8 path not used: its frames differ from float32's (%.1f dB)", psnr)
         return None
     if fresh:  # checked when measured: what is kept passed
+        _write_atomically(path, json.dumps(ranges))
+    return int8
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all; a cache that cannot be written (read-only) only costs time."""
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(ranges))
+        tmp.write_text(text)
         os.replace(tmp, path)
-    return int8
+    except OSError as exc:
+        log.warning("Could not keep %s (%s): it will be measured again next time.", path, exc)
 
 
 def _valid_ranges(ranges: Any, names: list[str]) -> bool:
@@ -455,7 +470,7 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
 
     The batch: batches of 8 ran 10-15% faster end to end than 4 with int8 on the 2-core Intel Xeon, and 11%
     slower with float32 on the 2-core AMD EPYC (docs/benchmarks.md), so it is measured too: 16 frames drawn and
-    generated 4 and 8 at a time with the chosen backend (``_video``), the faster kept."""
+    generated 4 and 8 at a time with the chosen backend (``_video``), twice in turn, 8 kept if 3% faster."""
     key = _record_key(renderer, checkpoint, names)
     known = _records()
     if key in known:
@@ -470,16 +485,19 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
             timed.remove("bf16")
     if "int8" in timed and face is not None:
         entry["int8_psnr"] = round(int8_psnr(renderer, int8, face), 1)
+        if entry["int8_psnr"] < MIN_PSNR:
+            log.warning("int8 path not used: its frames differ from float32's (%.1f dB)", entry["int8_psnr"])
+            timed.remove("int8")
     with torch.inference_mode():
         fps = {name: 4 / _seconds(_runner(renderer, name, 4, onnx, int8)) for name in timed}
         best = max(fps, key=fps.get)
-        rates = {b: 16 / _seconds(_video(renderer, best, b, onnx, int8)) for b in BATCHES}
-    batch = 8 if rates[8] > rates[4] else 4  # where they are the same, either costs as little
+        videos = {b: _video(renderer, best, b, onnx, int8) for b in BATCHES}
+        rates = dict.fromkeys(BATCHES, 0.0)
+        for _ in range(2):  # interleaved: a spike of the machine's speed does not favour one
+            for b in BATCHES:
+                rates[b] = max(rates[b], 16 / _seconds(videos[b]))
+    batch = 8 if rates[8] >= 1.03 * rates[4] else 4
     known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, "batch": batch,
                   "batch_fps": {str(b): round(v, 1) for b, v in rates.items()}, **entry}
-    record = cache_dir() / "backends.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, record)
+    _write_atomically(cache_dir() / "backends.json", json.dumps(known, indent=1))
     return Choice(best, known[key]["fps"], batch)

@@ -562,10 +562,13 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
         renderer.use_onnx(onnx)
         return
     if backend == "int8":
-        int8 = int8_generator(renderer, checkpoint, _example_face) if int8_available() else None
-        if int8 is None:
+        if not int8_available():
             raise TalkFaceError("The int8 backend is not available here (it needs PyTorch's oneDNN int8 "
                                 "convolutions, on an x86 CPU); use the torch or auto backend.")
+        int8 = int8_generator(renderer, checkpoint, _example_face)
+        if int8 is None:
+            raise TalkFaceError("The int8 backend could not be set up here (the log above says why); use the torch "
+                                "or auto backend.")
         renderer.use_int8(int8)
         return
     names = candidates()
@@ -585,15 +588,19 @@ def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> No
     elif best == "int8":
         int8 = int8 or int8_generator(renderer, checkpoint, _example_face)
         renderer.use_int8(int8)  # None (the float32 generator) if it cannot be built any more
+        if int8 is None:
+            renderer.batch_size = 4  # the batch was measured for int8
 
 
 def _example_face() -> tuple[torch.Tensor, torch.Tensor] | None:
     """The bundled example photo, aligned, as (3, 256, 256) in [-1, 1] and (68, 2): the real face the bfloat16
-    path is checked on before it is used (None, and no bfloat16, if it cannot be read)."""
+    and int8 paths are checked (and int8 calibrated) on before they are used (None, and neither, if it cannot be
+    read)."""
     try:
         aligned = TalkingFacePipeline.align(EXAMPLE_PHOTO)
     except (OSError, TalkFaceError) as exc:
-        log.warning("bfloat16 path not tried: the example photo %s could not be used (%s)", EXAMPLE_PHOTO, exc)
+        log.warning("bfloat16 and int8 paths not tried: the example photo %s could not be used (%s)",
+                    EXAMPLE_PHOTO, exc)
         return None
     return _photo_tensor(aligned), torch.from_numpy(aligned.landmarks).float()
 

@@ -200,14 +200,27 @@ def test_the_int8_backend_is_refused_where_onednn_has_no_int8(tiny_checkpoints, 
     assert auto.renderer.backend != "int8" and '"int8' not in (tmp_path / "cache" / "backends.json").read_text()
 
 
+def _damaged(good: str, how: str) -> str:
+    import json
+
+    ranges = json.loads(good)
+    first = next(iter(ranges))
+    if how == "not json":
+        return good[:-5]
+    if how == "a layer missing":
+        return json.dumps({k: v for k, v in ranges.items() if k != first})
+    ranges[first] = {"nan": [float("nan"), 1.0], "reversed": [1.0, -1.0], "text": ["0", "1"]}[how]
+    return json.dumps(ranges)
+
+
 @needs_int8
-@pytest.mark.parametrize("damage", ["{not json", '{"head": [NaN, 1.0]}', "[]"])
+@pytest.mark.parametrize("damage", ["not json", "a layer missing", "nan", "reversed", "text"])
 def test_damaged_int8_ranges_are_measured_again(tiny_checkpoints, tmp_path, monkeypatch, damage):
     monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
     TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
     (kept,) = (tmp_path / "cache").glob("l2f-*.int8-v*.json")
     good = kept.read_text()
-    kept.write_text(damage)
+    kept.write_text(_damaged(good, damage))
     again = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
     assert again.renderer.backend == "int8" and kept.read_text() == good  # measured again, the same
 
@@ -242,3 +255,24 @@ def test_auto_measures_the_batch_and_the_pipeline_uses_it(tiny_checkpoints, tmp_
     assert sizes[0] == 3
     with pytest.raises(TalkFaceError, match="batch size must be at least 1"):
         again.run(PHOTO, SPEECH, out=tmp_path / "c.mp4", batch_size=0)
+
+
+@needs_int8
+def test_int8_frames_too_far_from_float32_are_not_used(tiny_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backends, "int8_psnr", lambda *a, **k: 35.0)
+    with pytest.raises(TalkFaceError, match="int8 backend could not be set up"):
+        TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="int8")
+    assert not list((tmp_path / "cache").glob("l2f-*.int8-v*.json"))  # nothing kept that failed
+    auto = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend="auto")
+    assert auto.renderer.backend != "int8"
+
+
+@needs_int8
+def test_a_read_only_cache_costs_time_only(tiny_checkpoints, tmp_path, monkeypatch):
+    """A cache folder that cannot be made (under a file: refused even to root, unlike permissions)."""
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv("TALKFACE_CACHE", str(tmp_path / "a file" / "cache"))
+    for backend in ("int8", "auto"):
+        pipe = TalkingFacePipeline.from_pretrained(checkpoint_dir=tiny_checkpoints, backend=backend)
+        assert pipe.renderer.backend in ("torch", "onnx", "int8")
