@@ -18,7 +18,7 @@ convolutions after the stem and the head take 8-bit inputs and 8-bit weights per
 stays float32. The inputs' ranges are measured once, on the bundled face and on black, white and noise photos (the
 U-Net's layers read features a GroupNorm scaled at most one linear layer before, so their ranges hardly depend on
 the photo; the head's does more). ~1.3x float32's frames/s on the 2-core Intel Xeon this was measured on (1.2-1.5x
-by rounds), frames 53-66 dB from float32's on real faces as uint8 (70-80 dB before rounding; docs/benchmarks.md);
+by rounds), frames 62-65 dB from float32's on real faces as uint8 (70-75 dB before rounding; docs/benchmarks.md);
 checked on the bundled face before it is used, once per CPU class.
 
 The exported model and the choice live in ``cache_dir()`` (``TALKFACE_CACHE``, else ~/.cache/talkface); nothing
