@@ -426,16 +426,25 @@ def remembered(renderer: Any, checkpoint: Path, names: list[str]) -> Choice | No
     return Choice(entry["backend"], entry["fps"], int(entry.get("batch", 4))) if entry else None
 
 
+def _frames_on(renderer: Any, name: str, onnx: OnnxGenerator | None, int8: nn.Module | None
+               ) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``renderer.generate`` on backend `name`, chosen or not: PyTorch with the photo's share computed once, ONNX
+    Runtime given every frame's whole input."""
+    if name == "onnx":
+        def frames(prepared: Any, heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            args, kwargs = renderer.generator_inputs(prepared, heatmaps, points, memory_format=torch.contiguous_format)
+            return onnx(*args, **kwargs)
+        return frames
+    return lambda prepared, heatmaps, points: renderer.torch_frames(
+        prepared, heatmaps, points, bf16=name == "bf16", generator=int8 if name == "int8" else None)
+
+
 def _runner(renderer: Any, name: str, batch: int, onnx: OnnxGenerator | None, int8: nn.Module | None
             ) -> Callable[[], torch.Tensor]:
-    """A batch of example frames on backend `name`, as the renderer runs it: PyTorch with the photo's share
-    computed once, ONNX Runtime given every frame's whole input."""
+    """A batch of example frames on backend `name`, as the renderer runs it (``_frames_on``)."""
     prepared, heatmaps, moved = example(renderer, batch)
-    if name == "onnx":
-        args, kwargs = renderer.generator_inputs(prepared, heatmaps, moved, memory_format=torch.contiguous_format)
-        return lambda: onnx(*args, **kwargs)
-    return lambda: renderer.torch_frames(prepared, heatmaps, moved, bf16=name == "bf16",
-                                         generator=int8 if name == "int8" else None)
+    frames = _frames_on(renderer, name, onnx, int8)
+    return lambda: frames(prepared, heatmaps, moved)
 
 
 def _video(renderer: Any, name: str, batch: int, onnx: OnnxGenerator | None, int8: nn.Module | None
@@ -444,18 +453,12 @@ def _video(renderer: Any, name: str, batch: int, onnx: OnnxGenerator | None, int
     pipeline's L2F worker makes them: what differs between batch sizes end to end is as much each batch's fixed
     cost (drawing its heatmaps: ~160 small steps; handing it to the streams) as the generator's rate."""
     prepared, _, moved = example(renderer, 16)
-    kwargs = {"bf16": name == "bf16", "generator": int8 if name == "int8" else None}
+    frames = _frames_on(renderer, name, onnx, int8)
 
     def run() -> None:
         for start in range(0, 16, batch):
             points = moved[start:start + batch]
-            heatmaps = renderer.heatmaps(points)
-            if name == "onnx":
-                args, more = renderer.generator_inputs(prepared, heatmaps, points,
-                                                       memory_format=torch.contiguous_format)
-                onnx(*args, **more)
-            else:
-                renderer.torch_frames(prepared, heatmaps, points, **kwargs)
+            frames(prepared, renderer.heatmaps(points), points)
     return run
 
 
