@@ -2,6 +2,7 @@
 
     python bench/encoders.py            # the 5.5-s example on a 1200 x 1500 portrait: 137 frames of 1024 x 1280
     python bench/encoders.py --quick    # 2 s of speech
+    python bench/encoders.py --example  # the bundled example's own photo: 137 frames of its whole-photo size
 
 The frames are those `TalkingFacePipeline.run` hands its main writer for the whole photo (I420, the living head),
 captured once and written to a raw file; each encoder then reads that file in a fresh ffmpeg (the bundled one),
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench.harness import Row, machine_line, report, write_speech
+from bench.harness import PHOTO, Row, machine_line, report, write_speech
 from bench.whole_photo import portrait
 from talkface.pipeline import LARGE_CODEC, LARGE_PRESET, LARGE_X264
 
@@ -36,8 +37,9 @@ SETTINGS = {  # name: (codec, x264 preset, x264's own options) as talkface.video
 }
 
 
-def capture(work: Path, seconds: float | None) -> tuple[Path, tuple[int, int], int]:
-    """The pipeline's I420 frames of the whole portrait, in a raw file: (path, (width, height), frames)."""
+def capture(work: Path, seconds: float | None, example: bool = False) -> tuple[Path, tuple[int, int], int]:
+    """The pipeline's I420 frames of the whole portrait (`example`: of the bundled photo), in a raw file:
+    (path, (width, height), frames)."""
     import talkface.video as video
     from talkface.pipeline import TalkingFacePipeline
 
@@ -55,8 +57,8 @@ def capture(work: Path, seconds: float | None) -> tuple[Path, tuple[int, int], i
     pipe = TalkingFacePipeline.from_pretrained(device="cpu")
     video.VideoWriter.write = write
     try:
-        result = pipe.run(portrait(work), write_speech(work / "speech.wav", seconds), out=work / "whole.mp4",
-                          max_seconds=None)
+        speech = write_speech(work / "speech.wav", seconds)
+        result = pipe.run(PHOTO if example else portrait(work), speech, out=work / "whole.mp4", max_seconds=None)
     finally:
         video.VideoWriter.write = original
     return raw, size, result.num_frames
@@ -92,14 +94,15 @@ def luma_psnr(out: Path, frames: np.ndarray, moving: np.ndarray) -> tuple[float,
     return tuple(10 * np.log10(255**2 / error[m].mean()) for m in (moving, ~moving))
 
 
-def run(quick: bool = False, work: Path | None = None) -> list[Row]:
+def run(quick: bool = False, work: Path | None = None, example: bool = False) -> list[Row]:
     from talkface.video import encoder_options, h264_encoders
 
     work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
-    raw, size, count = capture(work, 2.0 if quick else None)
+    raw, size, count = capture(work, 2.0 if quick else None, example)
     frames = np.fromfile(raw, np.uint8).reshape(count, size[1] * 3 // 2, size[0])
     moving = frames[:, : size[1]].std(0) > 0
-    rows = [Row(SECTION, "frames", f"{count} of {size[0]} x {size[1]} (the whole portrait, living head); "
+    photo = "example photo" if example else "portrait"
+    rows = [Row(SECTION, "frames", f"{count} of {size[0]} x {size[1]} (the whole {photo}, living head); "
                                    f"{100 * moving.mean():.1f}% of the pixels change")]
     for name, (codec, preset, x264) in SETTINGS.items():
         if codec not in h264_encoders():
@@ -118,10 +121,11 @@ def run(quick: bool = False, work: Path | None = None) -> list[Row]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s of speech")
+    parser.add_argument("--example", action="store_true", help="the bundled example photo, not the portrait")
     args = parser.parse_args(argv)
     header = machine_line()
     print(header, flush=True)
-    report("Encoders", run(args.quick), header=header)
+    report("Encoders", run(args.quick, example=args.example), header=header)
 
 
 if __name__ == "__main__":
