@@ -25,7 +25,6 @@ from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from talkface.face import inter_ocular
 
@@ -248,6 +247,9 @@ def mouth_trajectory(
     dominance is full over the middle of a phone and decays as exp(-theta * distance) outside it.
     ``style`` (default: drawn from ``rng``, or the average speaker without one) sets the speaker.
     """
+    # imported here: the pipeline imports this module (living_head) without needing scipy, ~0.2 s of cold start
+    from scipy.ndimage import gaussian_filter1d
+
     if style is None:
         style = ArticulationStyle.sample(rng) if rng is not None else ArticulationStyle()
     if not phones:

@@ -21,7 +21,6 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from talkface.data.articulation import MouthParams, apply_mouth
 from talkface.face import inter_ocular
@@ -82,6 +81,8 @@ class FaceMesh:
         self.src = np.concatenate([ref, self.ring, self.border])
         # triangulate a wide-open mouth, so the mouth's triangles stay valid for every opening
         opened = apply_mouth(ref, MouthParams.from_array(np.array([[0.9, 0, 0, 0, 0, 0]])))[0]
+        from scipy.spatial import Delaunay  # here: the pipeline imports this module (blink_frame) but not scipy
+
         tri = Delaunay(np.concatenate([opened, self.ring, self.border])).simplices
         inside = np.all((tri >= 60) & (tri < 68), axis=1)
         # cavity triangles first: when the lips close they collapse and the lips are drawn over them
