@@ -73,9 +73,35 @@ TR_INFO = ("Trained to change with the sound frame by frame, for tighter timing 
            "(paper: temporal residual loss). Both off: Baseline, the closest to real mouths.")
 WHOLE_PHOTO, FACE_CROP = "Whole photo", "Face crop (256×256)"
 WORD_CONFIDENCE = 0.15  # below this the detector's best word is shown as a guess it is not sure of
-# Gradio's streaming video output needs the system's ffmpeg and ffprobe (it re-encodes each segment): where they
+
+
+def bundled_ffmpeg_first() -> bool:
+    """Put the pip-installed ffmpeg (imageio-ffmpeg's static build, which the pipeline encodes with) first on this
+    process's PATH, for Gradio's streaming video output.
+
+    Why: Gradio starts `ffmpeg` three times for every streamed piece (its sound, its AAC, its mux). Debian's
+    ffmpeg, linked against ~100 shared libraries, takes 70-160 ms just to start, the static build ~10 ms: Gradio
+    has a piece ready in 0.15-0.20 s instead of 0.30-0.43 s (docs/benchmarks.md), on the way to the first moving
+    frame, and leaves that CPU to the frames. False where it cannot be done (no bundled binary, no link)."""
+    try:
+        from talkface.tempdir import new_dir
+        from talkface.video import ffmpeg_exe
+
+        folder = new_dir("bin-")
+        (folder / "ffmpeg").symlink_to(ffmpeg_exe())
+    except (OSError, RuntimeError) as exc:  # imageio-ffmpeg raises RuntimeError without its binary
+        log.info("Gradio's streaming keeps the system's ffmpeg: %s", exc)
+        return False
+    os.environ["PATH"] = os.pathsep.join([str(folder), os.environ.get("PATH", "")])
+    return True
+
+
+# Gradio's streaming video output needs ffmpeg and the system's ffprobe (it re-muxes each segment): where they
 # are, the page plays each second of the video as soon as it is made; elsewhere it shows the video when done
-STREAMING = bool(shutil.which("ffmpeg") and shutil.which("ffprobe")) and os.environ.get("TALKFACE_STREAM") != "0"
+STREAMING = os.environ.get("TALKFACE_STREAM") != "0" and bool(shutil.which("ffprobe"))
+if STREAMING:
+    bundled_ffmpeg_first()
+    STREAMING = bool(shutil.which("ffmpeg"))
 
 
 def photo_input(**kwargs) -> gr.Image:
