@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench import cold_start, encoders, load, memory, openmp, speed, training, whole_photo
+from bench import cold_start, encoders, load, memory, openmp, speed, stream_pieces, training, whole_photo
 from bench.harness import Row, default_device, machine_line, markdown_table
 
-BENCHMARKS = ("speed", "openmp", "whole_photo", "encoders", "memory", "cold_start", "training", "load")
+BENCHMARKS = ("speed", "openmp", "whole_photo", "encoders", "stream_pieces", "memory", "cold_start", "training",
+              "load")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         "openmp": lambda: openmp.run(args.quick),
         "whole_photo": lambda: whole_photo.run(args.quick, work=work),
         "encoders": lambda: encoders.run(args.quick, work=work / "encoders"),
+        "stream_pieces": lambda: stream_pieces.run(1 if args.quick else 3, work=work / "stream_pieces"),
         "memory": lambda: memory.run(args.quick, args.ten_minutes, work=work),
         "cold_start": lambda: cold_start.run(args.quick, work=work),
         "training": lambda: training.run(args.quick, device),
