@@ -71,7 +71,7 @@ EXAMPLE_PHOTO = BUNDLED.parent / "examples" / "face.jpg"  # the bundled example,
 # a short remainder joins the piece before it, a video this short is not streamed.
 MIN_SEGMENT_FRAMES = 5
 AHEAD_AFTER = 2.0  # seconds of a streamed video made one batch at a time before L2F runs ahead (``_one_ahead``)
-FAST_ENCODE_PIXELS = 256 * 256  # above (the whole photo, the panels, the grid): LARGE_CODEC (or LARGE_PRESET)
+FAST_ENCODE_PIXELS = 512 * 512  # above this the videos are encoded with LARGE_CODEC (or LARGE_PRESET)
 # OpenH264 where the bundled ffmpeg has it: half x264's CPU time on a whole photo (talkface.video); otherwise x264
 # superfast with B-frames and macroblock tree back on, the cheapest motion search and one thread: on a mostly still
 # photo (1024x1280, 137 frames) 0.62 CPU-s against plain superfast's 1.16, 179 kB against 624, 41.0 dB against
