@@ -47,9 +47,10 @@ SOURCE = """() => { const v = document.querySelector('#talkface-video video'); r
 MOVED_OR_FINISHED = f"""(before) => ({MOVING})() ? "moved" : ({FINISHED})(before) ? "finished" : null"""
 
 
-def first_after(events: list[tuple[float, str]], start: float, *parts: str) -> float | None:
-    """Seconds from `start` to the first network event whose text holds all of `parts`."""
-    return next((t - start for t, text in events if t >= start and all(p in text for p in parts)), None)
+def first_after(events: list[tuple[float, str]], start: float, *parts: str, nth: int = 1) -> float | None:
+    """Seconds from `start` to the first (`nth`) network event whose text holds all of `parts`."""
+    found = [t - start for t, text in events if t >= start and all(p in text for p in parts)]
+    return found[nth - 1] if len(found) >= nth else None
 
 
 def server_waits(log: Path | None) -> list[float]:
@@ -67,9 +68,13 @@ def breakdown(events: list[tuple[float, str]], start: float, server: float | Non
     join = first_after(events, start, "request", "/queue/join")
     playlist = first_after(events, start, "response", "playlist.m3u8")
     segment = first_after(events, start, "response", ".ts")
+    # a player that does not start on the first piece waits for the next playlist and segment
+    again = first_after(events, start, "response", "playlist.m3u8", nth=2)
+    second = first_after(events, start, "response", ".ts", nth=2)
     shown = [("request sent", join), ("first piece made (server)", None if server is None or join is None
                                                                     else join + server),
-             ("playlist", playlist), ("first segment", segment)]
+             ("playlist", playlist), ("first segment", segment), ("second playlist", again),
+             ("second segment", second)]
     return ", ".join(f"{name} {t:.2f}" for name, t in shown if t is not None)
 
 

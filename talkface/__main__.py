@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         result = pipe.run(early[0] if early else args.photo, args.audio, compare=args.compare, panels=args.panels,
                           out=args.out, articulation=args.articulation, full_frame=not args.crop,
                           max_side=args.max_side, still=args.still,
-                          max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress)
+                          max_seconds=args.max_seconds, batch_size=args.batch_size, progress=progress,
+                          preview_frames=0)  # the app's previews: ~0.15 s of drawing the command line never shows
     except TalkFaceError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

@@ -619,11 +619,12 @@ def _large_codec(width: int, height: int) -> str:
 
 def _encoding(width: int, height: int, preset: str, large_preset: str = LARGE_PRESET,
               large_x264: str | None = LARGE_X264) -> dict:
-    """VideoWriter's encoder settings for frames of this size. x264's time grows with the pixels: up to
-    FAST_ENCODE_PIXELS x264 `preset`; above, one thread (which does not fight L2F's two) and OpenH264
-    (_large_codec), or x264 `large_preset` with `large_x264` where it does not apply (bench/whole_photo.py)."""
+    """VideoWriter's encoder settings for frames of this size, all in one encoder thread, which does not fight L2F's
+    two (ffmpeg's CPU for the example's whole photo 0.48 -> 0.44 s, RTF 0.532 -> 0.521: docs/benchmarks.md). x264's
+    time grows with the pixels: up to FAST_ENCODE_PIXELS x264 `preset`; above, OpenH264 (_large_codec), or x264
+    `large_preset` with `large_x264` where it does not apply (bench/whole_photo.py)."""
     if width * height <= FAST_ENCODE_PIXELS:
-        return {"preset": preset}
+        return {"preset": preset, "threads": 1}
     return {"preset": large_preset, "x264": large_x264, "threads": 1, "codec": _large_codec(width, height)}
 
 
