@@ -17,6 +17,7 @@ Needs Debian's chromium and the system's ffmpeg/ffprobe (bash run.sh test instal
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -25,8 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench.harness import machine_line
-from tests.conftest import running_app  # the browser tests' launcher: app.py on a free port
+# as a user runs the app: L2F on the backend this machine chose ("auto") and its cache, which the browser tests'
+# launcher below pins to PyTorch and a fresh folder when it is imported (tests.conftest)
+SHIPPED_ENV = {"TALKFACE_BACKEND": os.environ.get("TALKFACE_BACKEND", "auto"),
+               "TALKFACE_CACHE": os.environ.get("TALKFACE_CACHE", "")}
+
+from bench.harness import machine_line  # noqa: E402
+from tests.conftest import running_app  # noqa: E402  the browser tests' launcher: app.py on a free port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,10 +114,13 @@ def measure(url: str, runs: int, photo: Path = PHOTO, screenshot: Path | None = 
             if k:
                 times.append((moving, finished))
             seen = f"{moving:.2f} s" if moving is not None else "never (the finished video came first)"
+            # the app's own count of its work ("Done: ... in X s"), apart from when the page shows the finished video
+            made = re.search(r"in ([0-9.]+) s", page.locator("#talkface-status").inner_text())
             waits = server_waits(log)
             server = waits[k] if len(waits) > k else None
             print(f"  {'run ' + str(k) if k else 'warm-up'}: first moving frame {seen}, "
-                  f"finished video {finished:.2f} s (seconds after the click: {breakdown(events, start, server)})",
+                  f"finished video {finished:.2f} s{f' (made in {made.group(1)} s)' if made else ''} "
+                  f"(seconds after the click: {breakdown(events, start, server)})",
                   flush=True)
         if screenshot:
             page.screenshot(path=str(screenshot), full_page=True)
@@ -127,17 +136,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--photo", type=Path, default=PHOTO, help="the photo (default: the bundled example)")
     parser.add_argument("--screenshot", type=Path, help="a PNG of the page after the last run")
     parser.add_argument("--audio", type=Path, default=SPEECH, help="the speech (default: the bundled example)")
+    parser.add_argument("--backend", default=SHIPPED_ENV["TALKFACE_BACKEND"],
+                        help="L2F's backend in the app (default: TALKFACE_BACKEND, else auto, as shipped)")
     args = parser.parse_args(argv)
     print(machine_line(), flush=True)
     log = Path(tempfile.mkdtemp(prefix="talkface-bench-")) / "app.log"
-    with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, repo=args.repo.resolve()) as (url, _):
+    env = {**SHIPPED_ENV, "TALKFACE_BACKEND": args.backend}
+    with running_app(args.checkpoints.resolve(), log, MAX_SECONDS, env=env, repo=args.repo.resolve()) as (url, _):
         times = measure(url, args.runs, args.photo.resolve(), args.screenshot, args.audio.resolve(), log)
     moved = [m for m, _ in times if m is not None]
     finished = [f for _, f in times]
     span = f"{min(moved):.2f}-{max(moved):.2f} s" if moved else "never"
     print(f"{args.repo}: first moving frame {span} ({len(times) - len(moved)} of {len(times)} runs never moved), "
           f"finished video {min(finished):.2f}-{max(finished):.2f} s after Generate ({len(times)} warm runs; the "
-          f"speech {args.audio.name}, photo {args.photo.name}, whole photo, bundled checkpoints)")
+          f"speech {args.audio.name}, photo {args.photo.name}, whole photo, bundled checkpoints, L2F backend "
+          f"{args.backend})")
 
 
 if __name__ == "__main__":
