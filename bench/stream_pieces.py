@@ -1,8 +1,8 @@
 """Gradio's share of the live video: seconds its streaming output takes to make each piece the pipeline hands it
 ready for the browser (ffprobe, the sound decoded and encoded to AAC, the segment muxed: four ffmpeg/ffprobe runs),
-with the system's ffmpeg and with the bundled static one the app puts first on PATH (`app.bundled_ffmpeg_first`).
+with the system's ffmpeg and with the bundled static one, put first on PATH by the app's own `bundled_ffmpeg_first`.
 
-    python bench/stream_pieces.py             # the 5.5-s example, whole photo: 6 pieces, 3 rounds
+    python bench/stream_pieces.py             # the 5.5-s example, whole photo: 7 pieces, 3 rounds
     python bench/stream_pieces.py --rounds 5
 
 The pieces are made once by `TalkingFacePipeline.run(on_chunk=)` (as the app streams them), then handed to
@@ -54,19 +54,20 @@ async def stream(files: list[Path], output_id: str) -> list[float]:
 
 
 def run(rounds: int = 3, work: Path | None = None) -> list[Row]:
-    from talkface.video import ffmpeg_exe
-
-    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+    system = os.environ.get("PATH", "")  # before app.py's import, which puts the bundled ffmpeg first
+    found = shutil.which("ffmpeg")
+    if not (found and shutil.which("ffprobe")):
         return [Row(SECTION, "Gradio's work a piece", "not measured: no system ffmpeg/ffprobe")]
+    import app  # the app's own way of putting the bundled ffmpeg first, measured as it runs
+
+    os.environ["PATH"] = system
+    if not app.bundled_ffmpeg_first():
+        return [Row(SECTION, "Gradio's work a piece", "not measured: the bundled ffmpeg could not be linked")]
+    ways = {f"system ffmpeg ({found})": system, "bundled static ffmpeg (the app's)": os.environ["PATH"]}
+    os.environ["PATH"] = system
     work = Path(work or tempfile.mkdtemp(prefix="talkface-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     files = pieces(work)
-    fast = work / "bin"
-    fast.mkdir(exist_ok=True)
-    (fast / "ffmpeg").symlink_to(ffmpeg_exe())
-    system = os.environ.get("PATH", "")
-    ways = {f"system ffmpeg ({shutil.which('ffmpeg')})": system,
-            "bundled static ffmpeg (the app's)": os.pathsep.join([str(fast), system])}
     times: dict[str, list[float]] = {name: [] for name in ways}
     try:
         for k in range(rounds):
