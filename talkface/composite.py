@@ -90,8 +90,9 @@ class PasteBack:
     `rest` (optional) is the generator's frame for the photo's own landmarks: its difference from the real
     crop, low-passed, is the generator's colour cast on this face, removed from every frame so that no colour
     step shows where the mask fades out. `extent` (optional, (T, 68, 2) crop pixels): every frame's landmarks,
-    known before generation; they bound the part of the output that can change, which is then all each frame
-    touches (a big face in a big photo costs a fraction of the whole crop's footprint).
+    known before generation (or those known then, the rest added with ``include`` as they come); they bound the
+    part of the output that can change, which is then all each frame touches (a big face in a big photo costs a
+    fraction of the whole crop's footprint).
     """
 
     def __init__(self, aligned: AlignedFace, max_side: int = MAX_SIDE, region: Region = "lower",
@@ -109,36 +110,13 @@ class PasteBack:
         # output pixel -> photo pixel (pixel centres on integers in both) -> crop pixel
         to_photo = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5], [0, 0, 1]])
         to_crop = np.asarray(aligned.transform, np.float64) @ to_photo  # (2, 3)
-        inverse = cv2.invertAffineTransform(to_crop)
-        lo, hi = self._crop_bounds(extent)
-        corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]], np.float64)
-        out_corners = corners @ inverse[:, :2].T + inverse[:, 2]
-        x0, y0 = np.floor(out_corners.min(0)).astype(int) - 1
-        x1, y1 = np.ceil(out_corners.max(0)).astype(int) + 2
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
-        # even corners: the ROI is converted to I420 on its own, whose 2x2 chroma blocks then line up with the
-        # whole frame's (the sizes are even)
-        x0, y0, x1, y1 = x0 - x0 % 2, y0 - y0 % 2, min(self.width, x1 + x1 % 2), min(self.height, y1 + y1 % 2)
-        self.roi = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
-        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
-        self._roi_to_crop = to_crop @ shift  # ROI pixel -> crop pixel
-        self._roi_shape = (x1 - x0, y1 - y0)
-        # Each frame warps its face and its blending weight together, as one 4-channel image (RGB + alpha): one
-        # resampling pass, and OpenCV's 4-channel path is faster than its 3-channel one alone. The transform is
-        # the same for every frame, so its per-pixel source coordinates are computed once, in fixed point.
-        self._maps = self._alpha4 = self._background4 = None  # an empty ROI (the face off the output) needs none
-        if x1 > x0 and y1 > y0:
-            xs, ys = np.meshgrid(np.arange(x1 - x0, dtype=np.float64), np.arange(y1 - y0, dtype=np.float64))
-            (a, b, c), (d, e, f) = self._roi_to_crop
-            self._maps = cv2.convertMaps((a * xs + b * ys + c).astype(np.float32),
-                                         (d * xs + e * ys + f).astype(np.float32), cv2.CV_16SC2)
-            self._alpha4 = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
-            self._background4 = cv2.cvtColor(self.background[self.roi], cv2.COLOR_RGB2RGBA)
+        self._to_crop = to_crop
         self._crop4 = np.zeros((self.size, self.size, 4), np.uint8)
         self._out = self.background.copy()
         self._yuv = cv2.cvtColor(self.background, cv2.COLOR_RGB2YUV_I420)
         self._planes = _i420_planes(self._yuv, self.height, self.width)
-        self._roi_even = (y0, x0, y1 - y0, x1 - x0)
+        self._bounds = self._crop_bounds(extent)
+        self._set_roi(*self._bounds)
         half_reference = _half_size(self._reference)
         self._reference_outline = _outline(half_reference, region)
         self._half_iod = float(inter_ocular(half_reference))
@@ -150,6 +128,50 @@ class PasteBack:
             up, down = (np.clip(sign * cast, 0, 255).astype(np.uint8) for sign in (1, -1))
             self._cast = tuple(cv2.cvtColor(c, cv2.COLOR_RGB2RGBA) * np.array([1, 1, 1, 0], np.uint8)
                                for c in (up, down))
+
+    def include(self, landmarks: np.ndarray) -> None:
+        """Grow the part of the output that frames touch to take in frames with these landmarks ((N, 68, 2) crop
+        pixels) too: for frames not known when this was made (a video streamed while A2L still runs). The output
+        is the same as with them in `extent` from the start: outside the part touched every frame is the photo."""
+        lo, hi = self._crop_bounds(landmarks)
+        if (lo >= self._bounds[0]).all() and (hi <= self._bounds[1]).all():
+            return
+        self._bounds = (np.minimum(lo, self._bounds[0]), np.maximum(hi, self._bounds[1]))
+        self._set_roi(*self._bounds)
+
+    def _set_roi(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """The output's region of interest: the box over the crop-pixel box (lo, hi), and what each frame's warp
+        and blend there need, made once."""
+        to_crop = self._to_crop
+        inverse = cv2.invertAffineTransform(to_crop)
+        corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]], np.float64)
+        out_corners = corners @ inverse[:, :2].T + inverse[:, 2]
+        x0, y0 = np.floor(out_corners.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(out_corners.max(0)).astype(int) + 2
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
+        # even corners: the ROI is converted to I420 on its own, whose 2x2 chroma blocks then line up with the
+        # whole frame's (the sizes are even)
+        x0, y0, x1, y1 = x0 - x0 % 2, y0 - y0 % 2, min(self.width, x1 + x1 % 2), min(self.height, y1 + y1 % 2)
+        roi = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
+        if getattr(self, "roi", None) == roi:
+            return  # grown by less than a pixel
+        self.roi = roi
+        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+        self._roi_to_crop = to_crop @ shift  # ROI pixel -> crop pixel
+        self._roi_shape = (x1 - x0, y1 - y0)
+        # Each frame warps its face and its blending weight together, as one 4-channel image (RGB + alpha): one
+        # resampling pass, and OpenCV's 4-channel path is faster than its 3-channel one alone. The transform is
+        # the same for every frame, so its per-pixel source coordinates are computed once, in fixed point, from
+        # the output's own pixel positions (a grown ROI samples each pixel exactly as before).
+        self._maps = self._alpha4 = self._background4 = None  # an empty ROI (the face off the output) needs none
+        if x1 > x0 and y1 > y0:
+            xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+            (a, b, c), (d, e, f) = to_crop
+            self._maps = cv2.convertMaps((a * xs + b * ys + c).astype(np.float32),
+                                         (d * xs + e * ys + f).astype(np.float32), cv2.CV_16SC2)
+            self._alpha4 = np.zeros((y1 - y0, x1 - x0, 4), np.uint8)
+            self._background4 = cv2.cvtColor(self.background[self.roi], cv2.COLOR_RGB2RGBA)
+        self._roi_even = (y0, x0, y1 - y0, x1 - x0)
 
     def _crop_bounds(self, extent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The crop-pixel box outside which every frame's mask is zero: the regions' outlines, grown by the

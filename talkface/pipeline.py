@@ -261,20 +261,9 @@ class TalkingFacePipeline:
                           articulation: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
         """A2L for each named ablation: (crop pixels (T,68,2) numpy, normalised (T,68,2) tensors) per name,
         the motion scaled by `articulation` (``articulate``)."""
-        wav = torch.from_numpy(waveform).to(self.device)
-        mfcc: dict[bool, torch.Tensor] = {}  # by the features each model learnt from (audio.mfcc_windows)
-        ref, sim = normalise_landmarks(aligned.landmarks)
-        ref = torch.from_numpy(ref).float().to(self.device)
-        pixels, normalised = {}, {}
-        for name in names:
-            model = self.a2l_model(name)
-            energy = bool(getattr(model, "energy", False))
-            if energy not in mfcc:
-                mfcc[energy] = mfcc_windows(wav, energy=energy)
-            scale = self.articulation_gain(name) * articulation
-            normalised[name] = articulate(model.predict_sequence(mfcc[energy], ref), ref, scale)
-            pixels[name] = denormalise_landmarks(normalised[name].cpu().double().numpy(), sim).astype(np.float32)
-        return pixels, normalised
+        tracks = _Tracks(self, aligned, waveform, names, articulation, still=True)
+        tracks.until(tracks.num_frames)
+        return tracks.pixels, tracks.normalised
 
     @torch.inference_mode()
     def read_words(self, landmarks: torch.Tensor, top: int = 5
@@ -366,15 +355,10 @@ class TalkingFacePipeline:
         with _timed(seconds, "a2l"):
             for other in names:
                 self.a2l_model(other)  # a missing comparison checkpoint fails here, before any work
-            tracks, normalised = self.predict_landmarks(aligned, waveform, names, articulation)
-            eyes_open = None
-            if not still:  # L2F draws the moved head with open eyes; the blinks are added to its frames
-                head = living_head(len(tracks[name]), aligned.landmarks)
-                eyes_open = {k: head.apply(track, blink=False) for k, track in tracks.items()}
-                tracks = {k: head.apply(track) for k, track in tracks.items()}
-        report(0.2, "Reading the words on the lips")
-        with _timed(seconds, "words"):
-            words, timeline = self.read_words(normalised[name])
+            tracks = _Tracks(self, aligned, waveform, names, articulation, still, seconds)
+        # the first seconds only (timed as "a2l" too): the rest as the frames need it, so that a video streamed
+        # while it is made starts as soon for two minutes of speech as for two seconds (``_Tracks``)
+        tracks.until(1)
 
         # out=None: a new file in the process's temporary folder (talkface.tempdir), removed when the process ends
         video = Path(out) if out is not None else new_dir("run-") / "talkface.mp4"
@@ -383,25 +367,27 @@ class TalkingFacePipeline:
         compare_video = video.with_name(f"{video.stem}_compare.mp4") if compare else None
         paste = None
         if full_frame:
-            with _timed(seconds, "paste"):
+            with _timed(seconds, "paste"):  # the part of the photo that moves, grown as the tracks come
                 paste = PasteBack(aligned, max_side, region="lower" if still else "face",
-                                  rest=self._rest_frame(aligned), extent=tracks[name])
+                                  rest=self._rest_frame(aligned), extent=tracks.pixels[name][: tracks.ready])
         # a video too short to be cut into pieces Gradio can stream is just shown when done (MIN_SEGMENT_FRAMES)
-        streamable = on_chunk is not None and len(tracks[name]) >= MIN_SEGMENT_FRAMES
+        streamable = on_chunk is not None and tracks.num_frames >= MIN_SEGMENT_FRAMES
         chunks = (on_chunk, max(MIN_SEGMENT_FRAMES, round(chunk_seconds * FPS))) if streamable else None
         try:
             preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
-                                     batch_size, preview_frames, seconds, report, eyes_open, chunks)
+                                     batch_size, preview_frames, seconds, report, chunks)
         finally:
             release_memory()  # what the frames' layers kept on the heap (talkface._malloc_settings)
+        with _timed(seconds, "words"):  # once the video is made: nothing in it waits for them
+            words, timeline = self.read_words(tracks.normalised[name])
         report(1.0, "Done")
         return TalkingFaceResult(
-            landmarks=tracks[name],
-            mouth_opening=mouth_opening(tracks[name]),
+            landmarks=tracks.pixels[name],
+            mouth_opening=mouth_opening(tracks.pixels[name]),
             video_path=video,
             panel_video_path=panel_video,
             compare_video_path=compare_video,
-            tracks=tracks,
+            tracks=tracks.pixels,
             words=words,
             word_timeline=timeline,
             aligned=aligned,
@@ -429,19 +415,19 @@ class TalkingFacePipeline:
         return frame
 
     @torch.inference_mode()
-    def _generate(self, aligned: AlignedFace, speech: Speech, tracks: dict[str, np.ndarray], name: str,
+    def _generate(self, aligned: AlignedFace, speech: Speech, landmarks: _Tracks, name: str,
                   video: Path, panel_video: Path | None, compare_video: Path | None, paste: PasteBack | None,
                   batch_size: int, preview_frames: int, seconds: dict[str, float], report: Progress,
-                  eyes_open: dict[str, np.ndarray] | None = None,
                   chunks: tuple[Callable[[Path], None], int] | None = None) -> list[PreviewFrame]:
         """Heatmaps -> L2F -> (blinks) -> (paste-back) -> video writers, `batch_size` frames at a time, the next
-        batch's L2F on a worker thread while this one is pasted and written (``_one_ahead``; in a streamed video
-        only after its first AHEAD_AFTER seconds); returns the sampled preview. With `eyes_open` (the tracks
-        without their blinks) L2F draws those, and each frame's eyes are then closed as `tracks` ask
-        (``render.blink_frame``)."""
+        batch's L2F (and A2L's next piece when it gets there) on a worker thread while this one is pasted and
+        written (``_one_ahead``; in a streamed video only after its first AHEAD_AFTER seconds); returns the
+        sampled preview. Where the tracks blink, L2F draws the eyes open (``_Tracks.eyes_open``) and each
+        frame's eyes are then closed (``render.blink_frame``)."""
         renderer = self.renderer
         s = renderer.image_size
-        num_frames = len(tracks[name])
+        num_frames = landmarks.num_frames
+        tracks, eyes_open = landmarks.pixels, landmarks.eyes_open
         keep = set(np.linspace(0, num_frames - 1, min(num_frames, preview_frames)).round().astype(int).tolist())
         photo = _photo_tensor(aligned)
         identity = renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
@@ -474,6 +460,7 @@ class TalkingFacePipeline:
                 end = min(start + batch_size, num_frames)
                 frames, maps = {}, None
                 with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
+                    landmarks.until(end)
                     for track in tracks:
                         drawn = tracks[track] if eyes_open is None else eyes_open[track]
                         points = torch.from_numpy(drawn[start:end])
@@ -496,6 +483,9 @@ class TalkingFacePipeline:
             for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack, run_ahead):
                 end = min(start + batch_size, num_frames)
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
+                if paste is not None:
+                    with _timed(seconds, "paste"):
+                        paste.include(tracks[name][start:end])
                 for i in range(end - start):
                     if paste is None:
                         picture = frames[name][i]
@@ -542,6 +532,57 @@ class TalkingFacePipeline:
 
 
 # helpers
+
+
+class _Tracks:
+    """A run's landmark tracks, filled piece by piece as A2L goes (``LandmarkPredictor.iter_sequence``): the first
+    seconds at once, the rest as the frames need them (``until``), so that the video starts as early whatever
+    the speech's length. Every ablation asked for advances together.
+
+    `pixels`: (T, 68, 2) crop pixels per ablation, with the head's motion and blinks (``living_head``) unless
+    `still`; `eyes_open`: the same without the blinks, which L2F draws (None when `still`); `normalised`: A2L's
+    own (T, 68, 2), what the word detector reads. Only frames before `ready` are filled.
+    """
+
+    def __init__(self, pipe: TalkingFacePipeline, aligned: AlignedFace, waveform: np.ndarray, names: list[str],
+                 articulation: float, still: bool, seconds: dict[str, float] | None = None):
+        wav = torch.from_numpy(waveform).to(pipe.device)
+        reference, self._similarity = normalise_landmarks(aligned.landmarks)
+        self._reference = torch.from_numpy(reference).float().to(pipe.device)
+        mfcc: dict[bool, torch.Tensor] = {}  # by the features each model learnt from (audio.mfcc_windows)
+        self._pieces, self._scale = {}, {}
+        for name in names:
+            model = pipe.a2l_model(name)
+            energy = bool(getattr(model, "energy", False))
+            if energy not in mfcc:
+                mfcc[energy] = mfcc_windows(wav, energy=energy)
+            self._pieces[name] = model.iter_sequence(mfcc[energy], self._reference)
+            self._scale[name] = pipe.articulation_gain(name) * articulation
+        self.num_frames = t = len(mfcc[energy])
+        self.pixels = {name: np.zeros((t, 68, 2), np.float32) for name in names}
+        self.normalised = {name: torch.zeros(t, 68, 2) for name in names}
+        # L2F draws the moved head with open eyes; the blinks are added to its frames
+        self._head = None if still else living_head(t, aligned.landmarks)
+        self.eyes_open = None if still else {name: np.zeros((t, 68, 2), np.float32) for name in names}
+        self.ready = 0
+        self._seconds = seconds if seconds is not None else {}
+
+    @torch.inference_mode()
+    def until(self, end: int) -> None:
+        """Run A2L until the first `end` frames are filled."""
+        while self.ready < min(end, self.num_frames):
+            with _timed(self._seconds, "a2l"):
+                start = self.ready
+                for name, pieces in self._pieces.items():
+                    piece = articulate(next(pieces), self._reference, self._scale[name])
+                    stop = start + len(piece)
+                    self.normalised[name][start:stop] = piece.cpu()
+                    pixels = denormalise_landmarks(piece.cpu().double().numpy(), self._similarity).astype(np.float32)
+                    if self._head is not None:
+                        self.eyes_open[name][start:stop] = self._head.apply(pixels, blink=False, start=start)
+                        pixels = self._head.apply(pixels, start=start)
+                    self.pixels[name][start:stop] = pixels
+                self.ready = stop
 
 
 def _choose_backend(renderer: L2FRenderer, checkpoint: Path, backend: str) -> None:

@@ -17,6 +17,7 @@ from talkface.data.articulation import (
     close_eyes,
     head_motion,
     inter_ocular,
+    living_head,
     mouth_trajectory,
     with_rest,
 )
@@ -242,3 +243,15 @@ def test_homophemes_follow_the_articulation_model():
     # and on the real dictionary the 500 LRW words stay almost all distinguishable
     result = diag.main([])
     assert result["ceiling_top1"] > 0.95 and not result["no_pronunciation"]
+
+
+def test_the_living_head_applies_to_a_track_piece_by_piece(face):
+    """A track made piece by piece (A2L's pieces in a streamed video) gets each piece's own frames of the motion
+    and blinks: the same landmarks as the whole track at once."""
+    head = living_head(150, face)
+    track = np.repeat(face[None].astype(np.float32), 150, axis=0) + np.random.default_rng(0).normal(0, 1, (150, 68, 2))
+    for blink in (True, False):
+        whole = head.apply(track, blink=blink)
+        pieces = np.concatenate([head.apply(track[a:b], blink=blink, start=a) for a, b in ((0, 56), (56, 150))])
+        np.testing.assert_array_equal(pieces, whole)
+    assert np.abs(head.apply(track[56:], start=56) - head.apply(track[56:])).max() > 0.1  # not the first frames'

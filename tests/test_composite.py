@@ -102,6 +102,25 @@ def test_outside_the_mask_every_pixel_is_the_photos(photo, case, region):
         assert (alpha[y, x] == 255) == inside, (case, region, point)
 
 
+@pytest.mark.parametrize("case", ["bundled", "tilted_portrait"])
+def test_frames_known_later_are_pasted_as_if_known_from_the_start(photo, case):
+    """A streamed video starts before A2L has run over all the speech: the part of the output frames touch grows
+    as later frames' landmarks come (``PasteBack.include``), and every frame comes out as with all of them known
+    at the start."""
+    aligned = align_face(CASES[case][0](photo))
+    frames = np.repeat(aligned.landmarks[None], 3, axis=0)
+    frames[1, 8, 1] += 20  # the chin down: an open mouth, later
+    frames[2] += (9, -4)  # the head moved
+    known = PasteBack(aligned, region="face", extent=frames)
+    grown = PasteBack(aligned, region="face", extent=frames[:1])
+    rng = np.random.default_rng(0)
+    for i, landmarks in enumerate(frames):
+        crop = rng.integers(0, 256, aligned.image.shape, np.uint8)
+        grown.include(frames[i : i + 1])
+        np.testing.assert_array_equal(grown(crop, landmarks, yuv=True), known(crop, landmarks, yuv=True))
+    assert grown.roi == known.roi and grown.roi != PasteBack(aligned, region="face", extent=frames[:1]).roi
+
+
 def test_the_mask_is_feathered_and_never_touches_the_crop_edge(photo):
     aligned = align_face(photo)
     mask = face_mask([aligned.landmarks], "face")

@@ -278,6 +278,16 @@ def test_predict_sequence_windows_like_training():
     torch.testing.assert_close(out[-1], last[-1])
     # batching windows does not change anything
     torch.testing.assert_close(model.predict_sequence(mfcc, ref, batch=2), out)
+    # piece by piece (a streamed video starts on the first): the same frames, the first piece after `first`
+    # windows, each piece as soon as its windows have run
+    calls = []
+    model.register_forward_hook(lambda module, args, result: calls.append(len(args[0])))
+    pieces = model.iter_sequence(mfcc, ref, batch=3, first=2)
+    first = next(pieces)
+    assert len(first) == 2 * 14 and calls == [2]
+    rest = list(pieces)
+    assert calls == [2, 3, 2] and [len(p) for p in rest] == [3 * 14, 100 - 5 * 14]  # 7 windows: the last at 71
+    torch.testing.assert_close(torch.cat([first, *rest]), out)
     # a recording is not the same as one long LSTM pass over it (that is the point)
     with torch.no_grad():
         whole = model(mfcc[None], ref[None])[0]

@@ -532,6 +532,26 @@ def test_the_video_comes_in_pieces_while_it_is_made(pipe, aligned, tmp_path):
     assert probe(pieces[0])["size"] == result.video_size
 
 
+def test_a_long_speech_streams_before_a2l_has_read_all_of_it(pipe, aligned, tmp_path):
+    """The first piece of the video is out after A2L's first windows, not its whole run over the speech (which
+    grows with the speech: 0.2 s for two minutes on 2 cores), and the finished video is the one made at once."""
+    wave, rate = sf.read(SPEECH, dtype="float32")
+    long = (rate, np.tile(wave, 4))  # 22 s, 548 frames: 39 windows of 29 frames
+    windows: list[int] = []
+    hook = pipe.a2l_model(pipe.default_a2l).register_forward_hook(
+        lambda module, args, result: windows.append(len(args[0])))
+    seen = []
+    try:
+        streamed = pipe.run(aligned, long, out=tmp_path / "s.mp4", preview_frames=2,
+                            on_chunk=lambda path: seen.append(sum(windows)))
+    finally:
+        hook.remove()
+    assert seen[0] == 4 and sum(windows) == 39 and len(seen) > 3
+    whole = pipe.run(aligned, long, out=tmp_path / "w.mp4", preview_frames=2)
+    np.testing.assert_allclose(streamed.landmarks, whole.landmarks, atol=1e-4)
+    assert streamed.words == whole.words and streamed.video_size == whole.video_size
+
+
 @pytest.mark.parametrize("num_frames", [37, 41, 85, 131])  # 37, 85: seen failing; 41, 131: 5 + 5 + 10 + 20 (+ 40
 # + 50) frames, then a single one
 def test_no_piece_is_too_short_for_gradio_to_stream(pipe, aligned, tmp_path, num_frames):

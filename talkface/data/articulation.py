@@ -482,10 +482,14 @@ class LivingHead:
     blink: np.ndarray  # (T,) eyelid closure in [0, 1]
     head: np.ndarray  # (T, 2, 3) similarity per frame, crop pixels
 
-    def apply(self, landmarks: np.ndarray, blink: bool = True) -> np.ndarray:
-        """Landmarks (T, 68, 2) moved with the head and, with `blink`, their eyelids closed."""
-        moved = close_eyes(np.asarray(landmarks, np.float32), self.blink) if blink else np.asarray(landmarks)
-        return (np.einsum("tij,tkj->tki", self.head[:, :, :2], moved) + self.head[:, None, :, 2]).astype(np.float32)
+    def apply(self, landmarks: np.ndarray, blink: bool = True, start: int = 0) -> np.ndarray:
+        """Landmarks (n, 68, 2) of frames `start` to `start + n` moved with the head and, with `blink`, their
+        eyelids closed (a track made piece by piece gets each piece's own frames of the motion)."""
+        end = start + len(landmarks)
+        moved = close_eyes(np.asarray(landmarks, np.float32), self.blink[start:end]) if blink \
+            else np.asarray(landmarks)
+        head = self.head[start:end]
+        return (np.einsum("tij,tkj->tki", head[:, :, :2], moved) + head[:, None, :, 2]).astype(np.float32)
 
 
 def living_head(num_frames: int, reference: np.ndarray, seed: int = 0, fps: float = 25.0) -> LivingHead:
