@@ -376,10 +376,10 @@ class TalkingFacePipeline:
         try:
             preview = self._generate(aligned, speech, tracks, name, video, panel_video, compare_video, paste,
                                      batch_size, preview_frames, seconds, report, chunks)
+            with _timed(seconds, "words"):  # once the video is made: nothing in it waits for them
+                words, timeline = self.read_words(tracks.normalised[name])
         finally:
             release_memory()  # what the frames' layers kept on the heap (talkface._malloc_settings)
-        with _timed(seconds, "words"):  # once the video is made: nothing in it waits for them
-            words, timeline = self.read_words(tracks.normalised[name])
         report(1.0, "Done")
         return TalkingFaceResult(
             landmarks=tracks.pixels[name],

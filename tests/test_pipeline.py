@@ -627,3 +627,28 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_making_a_video_does_without_scipy(tiny_checkpoints, tmp_path):
+    """scipy takes 0.3 s to import, a sixteenth of the CLI's cold start: the app's and the CLI's path (the face,
+    the speech, A2L, L2F, the blinks, the paste-back, the encoders) never imports it; only the synthetic corpus
+    needs it."""
+    script = f"""
+import sys
+from talkface.data import render
+from talkface.pipeline import TalkingFacePipeline
+blinked = []
+blink_frame = render.blink_frame
+def counted(*args):
+    blinked.append(1)
+    return blink_frame(*args)
+import talkface.pipeline
+talkface.pipeline.blink_frame = counted
+pipe = TalkingFacePipeline.from_pretrained(checkpoint_dir={str(tiny_checkpoints)!r}, backend="torch")
+pipe.run({str(PHOTO)!r}, {str(SPEECH)!r}, out={str(tmp_path / "v.mp4")!r}, preview_frames=2)
+assert blinked, "the example's video has blinks"
+print(sorted(m for m in sys.modules if m.split(".")[0] == "scipy"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

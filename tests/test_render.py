@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 
 from talkface.data.articulation import MouthParams, apply_mouth, close_eyes, head_motion
-from talkface.data.render import FaceMesh, close_photo_mouth, render_frames
+from talkface.data.render import FaceMesh, close_photo_mouth, opencv_delaunay, qhull_delaunay, render_frames
 from talkface.face import align_face
 
 
@@ -160,3 +160,36 @@ def test_blink_frame_closes_the_eyes_dlib_sees(astronaut):
     assert ear(detect_landmarks(out)) < ear(detect_landmarks(half)) < ear(detect_landmarks(image))
     lower = int(ref[27:36, 1].max()) + 10  # below the nose: nothing to do with the eyes
     assert np.abs(out[lower:].astype(int) - image[lower:]).max() <= 1
+
+
+def test_opencv_triangulates_a_face_as_qhull_does(astronaut):
+    """The blinks' meshes are OpenCV's (no scipy on the app's path), the corpus's Qhull's: the same triangles on a
+    face's mesh, the photo's and moved ones."""
+    _, ref = astronaut
+    rng = np.random.default_rng(0)
+    for jitter in (0.0, 1.0, 2.0):
+        mesh = FaceMesh(ref + rng.normal(0, jitter, ref.shape))
+        points = np.concatenate([mesh.src[:68], mesh.ring, mesh.border])
+        ours = {tuple(sorted(t)) for t in opencv_delaunay(points).tolist()}
+        assert ours == {tuple(sorted(t)) for t in qhull_delaunay(points).tolist()} and len(ours) > 150
+
+
+def test_a_blink_changes_the_eyes_box_only_as_the_whole_frames_warp_would(astronaut):
+    """blink_frame maps and resamples only the box of the triangles the lids move: there the pixels of the whole
+    frame's warp (the same mesh), everywhere else the frame itself."""
+    from talkface.data.render import _EyelidPainter, blink_frame
+
+    image, ref = astronaut
+    for closure in (0.5, 1.0):
+        closed = close_eyes(ref[None], np.full(1, closure, np.float32))[0]
+        out = blink_frame(image, ref, closed)
+        mesh = FaceMesh(ref, delaunay=opencv_delaunay)
+        whole = cv2.remap(image, *mesh.backward_map(mesh.frame_points(closed.astype(np.float64))), cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        _EyelidPainter(image, ref).paint(whole, closed.astype(np.float64))
+        changed = np.abs(out.astype(int) - image).max(-1) > 0
+        ys, xs = np.nonzero(changed)
+        assert ys.max() < ref[27:36, 1].max() + 10  # nothing below the nose
+        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        np.testing.assert_array_equal(out[box], whole[box])
+        assert np.abs(whole.astype(int) - out).max() <= 1  # outside: the identity map, within rounding

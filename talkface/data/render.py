@@ -15,9 +15,11 @@ contact sheet to look at.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -60,6 +62,14 @@ def _ring(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([around, forehead])
 
 
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel's (x, y), float32 (height, width) each: made once per frame size (read-only)."""
+    x, y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
 def _border(height: int, width: int, per_side: int = 6) -> np.ndarray:
     """Points just outside the image edges, which never move."""
     xs, ys = np.linspace(-1.0, width, per_side + 1), np.linspace(-1.0, height, per_side + 1)[1:-1]
@@ -67,10 +77,33 @@ def _border(height: int, width: int, per_side: int = 6) -> np.ndarray:
                            np.stack([np.full_like(ys, -1.0), ys], 1), np.stack([np.full_like(ys, width), ys], 1)])
 
 
+def qhull_delaunay(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles (F, 3) of points (N, 2), by Qhull (scipy): the synthetic corpus's meshes."""
+    from scipy.spatial import Delaunay  # here: 0.3 s to import, which the app's start does without
+
+    return Delaunay(points).simplices
+
+
+def opencv_delaunay(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles (F, 3) of points (N, 2), by OpenCV: the same triangles as Qhull's for a face's mesh
+    (in another order) without importing scipy, 0.3 s of the app's first video (``blink_frame``)."""
+    points = np.asarray(points, np.float32)
+    lo = np.floor(points.min(0)) - 1
+    size = np.ceil(points.max(0) - lo) + 2
+    subdiv = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(size[0]), int(size[1])))
+    subdiv.insert([(float(x), float(y)) for x, y in points])
+    index = {(float(x), float(y)): i for i, (x, y) in enumerate(points)}
+    corners = subdiv.getTriangleList().reshape(-1, 3, 2).tolist()
+    # triangles with one of the subdivision's own outer vertices are not the points' own
+    return np.array([[index[tuple(c)] for c in triangle] for triangle in corners
+                     if all(tuple(c) in index for c in triangle)], np.int64).reshape(-1, 3)
+
+
 class FaceMesh:
     """The triangulation of one face photo, built once and reused for all its frames."""
 
-    def __init__(self, ref_landmarks: np.ndarray, shape: tuple[int, int] = (256, 256)):
+    def __init__(self, ref_landmarks: np.ndarray, shape: tuple[int, int] = (256, 256),
+                 delaunay: Callable[[np.ndarray], np.ndarray] = qhull_delaunay):
         ref = np.asarray(ref_landmarks, dtype=np.float64)
         self.shape = shape
         h, w = shape
@@ -81,13 +114,11 @@ class FaceMesh:
         self.src = np.concatenate([ref, self.ring, self.border])
         # triangulate a wide-open mouth, so the mouth's triangles stay valid for every opening
         opened = apply_mouth(ref, MouthParams.from_array(np.array([[0.9, 0, 0, 0, 0, 0]])))[0]
-        from scipy.spatial import Delaunay  # here: the pipeline imports this module (blink_frame) but not scipy
-
-        tri = Delaunay(np.concatenate([opened, self.ring, self.border])).simplices
+        tri = delaunay(np.concatenate([opened, self.ring, self.border]))
         inside = np.all((tri >= 60) & (tri < 68), axis=1)
         # cavity triangles first: when the lips close they collapse and the lips are drawn over them
         self.triangles = np.concatenate([tri[inside], tri[~inside]]).astype(np.int32)
-        self._x, self._y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self._x, self._y = _pixel_grid(h, w)
 
     def frame_points(self, landmarks: np.ndarray) -> np.ndarray:
         """Where the mesh's vertices go in a frame with these 68 landmarks."""
@@ -95,8 +126,11 @@ class FaceMesh:
         ring = self.ring @ head[:, :2].T + head[:, 2]
         return np.concatenate([landmarks, ring, self.border])
 
-    def backward_map(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense map (x, y) such that frame pixel (i, j) samples the photo at (x[i, j], y[i, j])."""
+    def backward_map(self, points: np.ndarray, box: tuple[int, int, int, int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Dense map (x, y) such that frame pixel (i, j) samples the photo at (x[i, j], y[i, j]); with `box`
+        (x0, y0, x1, y1), of that part of the frame only (i - y0, j - x0): where a few points move (a blink)."""
+        x0, y0, x1, y1 = box or (0, 0, self.shape[1], self.shape[0])
         dst, src = points[self.triangles], self.src[self.triangles]  # (F, 3, 2)
         # per triangle, the affine map frame -> photo: L (2x2) = S D^-1, t = s0 - L d0
         d1, d2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
@@ -116,8 +150,8 @@ class FaceMesh:
         coef[0, 1:], coef[1, 1:], coef[3, 1:], coef[4, 1:] = l00, l01, l10, l11
         coef[2, 1:] = src[:, 0, 0] - l00 * dst[:, 0, 0] - l01 * dst[:, 0, 1]
         coef[5, 1:] = src[:, 0, 1] - l10 * dst[:, 0, 0] - l11 * dst[:, 0, 1]
-        index = np.zeros(self.shape, dtype=np.uint16)
-        poly = np.round(dst * _SUB).astype(np.int32)
+        index = np.zeros((y1 - y0, x1 - x0), dtype=np.uint16)
+        poly = np.round(dst * _SUB).astype(np.int32) - np.array([x0, y0], np.int32) * _SUB
         for f in np.flatnonzero(ok).tolist():
             cv2.fillConvexPoly(index, poly[f], f + 1, shift=4)
         for _ in range(3):  # a pixel left between triangles takes a neighbour's map
@@ -127,10 +161,11 @@ class FaceMesh:
             index[hole] = cv2.dilate(index, np.ones((3, 3), np.uint8))[hole]
         index = index.astype(np.intp)
         c = [np.take(coef[k], index) for k in range(6)]
-        map_x, map_y, tmp = c[0] * self._x, c[3] * self._x, c[1] * self._y
+        xs, ys = self._x[y0:y1, x0:x1], self._y[y0:y1, x0:x1]
+        map_x, map_y, tmp = c[0] * xs, c[3] * xs, c[1] * ys
         map_x += tmp
         map_x += c[2]
-        np.multiply(c[4], self._y, out=tmp)
+        np.multiply(c[4], ys, out=tmp)
         map_y += tmp
         map_y += c[5]
         return map_x, map_y
@@ -320,9 +355,20 @@ def blink_frame(frame: np.ndarray, open_landmarks: np.ndarray, closed_landmarks:
     dlib's eye aspect ratio on its output never drops; experiments/measure_blinks.py), so the living head's
     blinks are added to its frames afterwards. Only frames with a blink need it.
     """
-    mesh = FaceMesh(open_landmarks, shape=frame.shape[:2])
-    map_x, map_y = mesh.backward_map(mesh.frame_points(np.asarray(closed_landmarks, np.float64)))
-    out = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mesh = FaceMesh(open_landmarks, shape=frame.shape[:2], delaunay=opencv_delaunay)
+    points = mesh.frame_points(np.asarray(closed_landmarks, np.float64))
+    # Only the triangles at the lids move (the eye corners, which place the mesh's ring, stay): elsewhere the map
+    # is the identity, so only their box is mapped and resampled, the same pixels as the whole frame's map gives
+    # there (a sixth of the work at 256²; the box's margin holds the map's hole filling)
+    moved = np.flatnonzero(np.abs(points - mesh.src).max(1) > 0)
+    out = frame.copy()
+    if len(moved):
+        corners = points[mesh.triangles[np.isin(mesh.triangles, moved).any(1)]].reshape(-1, 2)
+        h, w = frame.shape[:2]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 4, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 5, (w, h))
+        map_x, map_y = mesh.backward_map(points, (x0, y0, x1, y1))
+        out[y0:y1, x0:x1] = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     _EyelidPainter(frame, np.asarray(open_landmarks, np.float64)).paint(out, np.asarray(closed_landmarks, np.float64))
     return out
 
