@@ -57,7 +57,7 @@ from talkface.face import (
 from talkface.losses import WORD_FRAMES
 from talkface.renderer import L2FRenderer
 from talkface.tempdir import new_dir
-from talkface.video import OPENH264_MAX_MACROBLOCKS, VideoWriter, h264_encoders
+from talkface.video import AAC_CODER, OPENH264_MAX_MACROBLOCKS, VideoWriter, h264_encoders
 
 # The default A2L: the one whose mouth follows real people best (train/real_video.py on GRID clips; README).
 DEFAULT_A2L = "baseline"
@@ -504,7 +504,7 @@ class TalkingFacePipeline:
                                 samples = speech.waveform[t * SAMPLE_RATE // FPS :
                                                           (t + segment_frames) * SAMPLE_RATE // FPS]
                                 segment = VideoWriter(video.with_name(f"{video.stem}.part{segments:04d}.ts"),
-                                                      main.size, FPS, samples, SAMPLE_RATE,
+                                                      main.size, FPS, samples, SAMPLE_RATE, aac_coder=AAC_CODER,
                                                       **_encoding(*main.size, "ultrafast", "ultrafast", None))
                                 segments += 1
                             segment.write(picture)

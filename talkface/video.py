@@ -29,6 +29,11 @@ from talkface.audio import FPS, MAX_TRACK_RATE, Speech
 from talkface.tempdir import new_file
 
 AUDIO_BITRATE = "192k"
+# ffmpeg's AAC encoder's "fast" coder for the speech the videos carry: half the CPU of its default ("twoloop": 0.12
+# against 0.05 CPU-s for the example's 5.5 s, 0.15-0.22 against 0.08-0.11 for 3 s of GRID's 44.1-kHz stereo), which
+# at high bit rates also sounds no better (its maintainer, making "fast" the default in 2018); 40.6 dB SNR against
+# twoloop's 38.8 on the example at 192 kb/s (docs/benchmarks.md).
+AAC_CODER = "fast"
 # imageio-ffmpeg starts ffmpeg with a preexec_fn (os.setpgrp, to keep Ctrl-C from it), and a preexec_fn makes
 # Python fork() the whole process instead of vfork(): for a process holding torch and the models (~1 GB) that is
 # ~35 ms per ffmpeg started, and every page the parent then writes is copied until ffmpeg has started. The app
@@ -128,10 +133,11 @@ class VideoWriter:
 
     The sound is either ``soundtrack``, a ``talkface.audio.Speech`` (the recording as it was made: its file or
     its samples, its rate up to 48 kHz, mono or stereo; more channels are mixed down to stereo), or ``audio``,
-    samples at ``sample_rate``. It is cut to the frames' length (the videos have one frame per 1/25 s of the
-    speech, the last partial frame dropped). Use as a context manager; the file appears at ``path`` only once
-    the writer closed cleanly (it is written to a temporary name first), so an interrupted run never leaves a
-    half-written video behind.
+    samples at ``sample_rate``, in AAC by `aac_coder` (default: AAC_CODER for a ``soundtrack``, ffmpeg's own
+    for ``audio``, as the corpus's clips were always made). It is cut to the frames' length (the videos have one
+    frame per 1/25 s of the speech, the last partial frame dropped). Use as a context manager; the file appears
+    at ``path`` only once the writer closed cleanly (it is written to a temporary name first), so an interrupted
+    run never leaves a half-written video behind.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class VideoWriter:
         x264: str | None = None,
         threads: int | None = None,
         codec: str = "libx264",
+        aac_coder: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.size = size  # (width, height)
@@ -171,6 +178,8 @@ class VideoWriter:
         if track is not None:
             # the user's speech at 192 kb/s; the corpus's 16 kHz clips at ffmpeg's default, as they always were
             params += ["-shortest"] + (["-b:a", AUDIO_BITRATE] if soundtrack is not None else [])
+            coder = aac_coder or (AAC_CODER if soundtrack is not None else None)
+            params += ["-aac_coder", coder] if coder else []
             if rate > MAX_TRACK_RATE:
                 params += ["-ar", str(MAX_TRACK_RATE)]
             if channels > 2:
