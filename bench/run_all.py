@@ -19,22 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from bench import (
-    batch_sizes,
-    cold_start,
-    encoders,
-    load,
-    memory,
-    openmp,
-    speed,
-    stream_pieces,
-    training,
-    whole_photo,
-)
+from bench import cold_start, encoders, load, memory, openmp, speed, stream_pieces, training, whole_photo
 from bench.harness import Row, default_device, machine_line, markdown_table
 
-BENCHMARKS = ("speed", "openmp", "batch_sizes", "whole_photo", "encoders", "stream_pieces", "memory", "cold_start",
-              "training", "load")
+BENCHMARKS = ("speed", "openmp", "whole_photo", "encoders", "stream_pieces", "memory", "cold_start", "training",
+              "load")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,7 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     runners = {
         "speed": lambda: speed.run(args.quick, device, args.compile, work=work),
         "openmp": lambda: openmp.run(args.quick),
-        "batch_sizes": lambda: batch_sizes.run(rounds=1 if args.quick else 4),
         "whole_photo": lambda: whole_photo.run(args.quick, work=work),
         "encoders": lambda: encoders.run(args.quick, work=work / "encoders"),
         "stream_pieces": lambda: stream_pieces.run(1 if args.quick else 3, work=work / "stream_pieces"),

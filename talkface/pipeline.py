@@ -428,7 +428,6 @@ class TalkingFacePipeline:
         s = renderer.image_size
         num_frames = landmarks.num_frames
         tracks, eyes_open = landmarks.pixels, landmarks.eyes_open
-        ends = dict(_batches(num_frames, batch_size))  # each batch's first frame -> the frame after its last
         keep = set(np.linspace(0, num_frames - 1, min(num_frames, preview_frames)).round().astype(int).tolist())
         photo = _photo_tensor(aligned)
         identity = renderer.prepare(photo, torch.from_numpy(aligned.landmarks))
@@ -458,7 +457,7 @@ class TalkingFacePipeline:
 
             def render(start: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
                 """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread."""
-                end = ends[start]
+                end = min(start + batch_size, num_frames)
                 frames, maps = {}, None
                 with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
                     landmarks.until(end)
@@ -481,8 +480,8 @@ class TalkingFacePipeline:
                 encoded, handed over and played first (the app's first moving frame), then L2F runs ahead."""
                 return chunks is None or start >= AHEAD_AFTER * FPS
 
-            for start, (frames, maps) in _one_ahead(render, list(ends), stack, run_ahead):
-                end = ends[start]
+            for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack, run_ahead):
+                end = min(start + batch_size, num_frames)
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
                 if paste is not None:
                     with _timed(seconds, "paste"):
@@ -683,17 +682,6 @@ def _load_a2l(stem: Path, device: torch.device) -> nn.Module:
                               "it must be a number above 0 and at most 5.")
     model.articulation_gain = float(gain)
     return model
-
-
-def _batches(num_frames: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) of each batch of frames: `batch_size` at a time, but no last batch of one frame where there
-    can be two (the last two then `batch_size` - 1 and 2). L2F's two threads share a batch's frames: one frame
-    alone keeps one of them idle, and costs the int8 generator 55 ms where two cost 43 ms, and 8 126 ms against
-    7's 114 (2-core Intel; the example's 137 frames end with such a batch)."""
-    starts = list(range(0, num_frames, batch_size))
-    if batch_size > 2 and len(starts) > 1 and num_frames - starts[-1] == 1:
-        starts[-1] -= 1
-    return list(zip(starts, [*starts[1:], num_frames]))
 
 
 def _one_ahead(work: Callable[[int], T], items: Iterable[int], stack: ExitStack,

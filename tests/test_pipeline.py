@@ -6,7 +6,6 @@ four ablations stay in sync, and a bad checkpoint is named. (That the mouth open
 trained checkpoints: see bench/ and the model cards.)
 """
 
-import itertools
 import json
 import shutil
 import subprocess
@@ -31,7 +30,6 @@ from talkface.heatmaps import heatmap_image, render_heatmaps
 from talkface.pipeline import (
     ABLATIONS,
     TalkingFacePipeline,
-    _batches,
     _one_ahead,
     ablation,
     articulate,
@@ -299,18 +297,6 @@ def test_long_audio_is_generated_in_bounded_batches(pipe, aligned, tmp_path, mon
     assert sum(batches) == result.num_frames == num_video_frames(len(long)) and max(batches) == 4  # the default
     assert len(result.preview) == 20
     assert probe(result.video_path)["frames"] == result.num_frames
-
-
-@pytest.mark.parametrize(("num_frames", "batch", "sizes"), [(137, 8, [8] * 16 + [7, 2]), (9, 8, [7, 2]),
-                                                            (1, 8, [1]), (16, 8, [8, 8]), (3, 2, [2, 1]),
-                                                            (14, 4, [4, 4, 4, 2]), (13, 4, [4, 4, 3, 2])])
-def test_no_batch_of_one_frame_where_there_can_be_two(num_frames, batch, sizes):
-    """A last batch of one frame would leave one of L2F's two threads idle (55 ms for it alone, 43 ms for two on
-    the int8 generator): the last two batches then share their frames as batch - 1 and 2."""
-    batches = _batches(num_frames, batch)
-    assert [end - start for start, end in batches] == sizes
-    assert batches[0][0] == 0 and batches[-1][1] == num_frames
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(batches))
 
 
 def test_renderer_alone_as_the_evaluation_uses_it(tiny_checkpoints, full_run):
