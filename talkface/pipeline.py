@@ -560,7 +560,7 @@ class _Tracks:
             self._scale[name] = pipe.articulation_gain(name) * articulation
         self.num_frames = t = len(mfcc[energy])
         self.pixels = {name: np.zeros((t, 68, 2), np.float32) for name in names}
-        self.normalised = {name: torch.zeros(t, 68, 2) for name in names}
+        self.normalised = {name: torch.zeros(t, 68, 2, device=pipe.device) for name in names}
         # L2F draws the moved head with open eyes; the blinks are added to its frames
         self._head = None if still else living_head(t, aligned.landmarks)
         self.eyes_open = None if still else {name: np.zeros((t, 68, 2), np.float32) for name in names}
@@ -576,7 +576,7 @@ class _Tracks:
                 for name, pieces in self._pieces.items():
                     piece = articulate(next(pieces), self._reference, self._scale[name])
                     stop = start + len(piece)
-                    self.normalised[name][start:stop] = piece.cpu()
+                    self.normalised[name][start:stop] = piece
                     pixels = denormalise_landmarks(piece.cpu().double().numpy(), self._similarity).astype(np.float32)
                     if self._head is not None:
                         self.eyes_open[name][start:stop] = self._head.apply(pixels, blink=False, start=start)
