@@ -3,8 +3,9 @@
     pipe = TalkingFacePipeline.from_pretrained()                  # bundled checkpoints, offline; GPU if present
     result = pipe.run("face.jpg", "speech.wav", out="out.mp4")   # landmarks, mouth opening, words, video paths
 
-No frame stack is ever held, whatever the audio length: A2L runs over the whole sequence (in chunks, the LSTM
-state carried across), then heatmaps and L2F go `batch_size` frames at a time straight into the video writers.
+No frame stack is ever held, whatever the audio length: A2L runs over the speech in overlapping windows, a few
+seconds ahead of the frames (``_Tracks``), and heatmaps and L2F go `batch_size` frames at a time straight into the
+video writers.
 Only `preview_frames` evenly spaced frames are kept, for the app's frame slider. What does grow with the audio
 is small: the waveform, its MFCCs and the landmark tracks (T x 68 x 2); a 10-minute input peaked 0.3 GB above a
 1-minute one, mostly the one-shot MFCC of the whole waveform.
@@ -572,9 +573,12 @@ class _Tracks:
         """Run A2L until the first `end` frames are filled."""
         while self.ready < min(end, self.num_frames):
             with _timed(self._seconds, "a2l"):
-                start = self.ready
+                start, stop = self.ready, None
                 for name, pieces in self._pieces.items():
                     piece = articulate(next(pieces), self._reference, self._scale[name])
+                    if stop is not None and start + len(piece) != stop:  # the same windows for every model
+                        raise RuntimeError(f"A2L '{name}' gave {len(piece)} frames where the others gave "
+                                           f"{stop - start}")
                     stop = start + len(piece)
                     self.normalised[name][start:stop] = piece
                     pixels = denormalise_landmarks(piece.cpu().double().numpy(), self._similarity).astype(np.float32)

@@ -288,6 +288,8 @@ def test_predict_sequence_windows_like_training():
     rest = list(pieces)
     assert calls == [2, 3, 2] and [len(p) for p in rest] == [3 * 14, 100 - 5 * 14]  # 7 windows: the last at 71
     torch.testing.assert_close(torch.cat([first, *rest]), out)
+    with pytest.raises(ValueError, match="at least one window"):
+        next(model.iter_sequence(mfcc, ref, first=0))
     # a recording is not the same as one long LSTM pass over it (that is the point)
     with torch.no_grad():
         whole = model(mfcc[None], ref[None])[0]

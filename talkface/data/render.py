@@ -85,8 +85,10 @@ def qhull_delaunay(points: np.ndarray) -> np.ndarray:
 
 
 def opencv_delaunay(points: np.ndarray) -> np.ndarray:
-    """Delaunay triangles (F, 3) of points (N, 2), by OpenCV: the same triangles as Qhull's for a face's mesh
-    (in another order) without importing scipy, 0.3 s of the app's first video (``blink_frame``)."""
+    """Delaunay triangles (F, 3) of points (N, 2), by OpenCV, without importing scipy (0.3 s of the app's first
+    video: ``blink_frame``). For an aligned face's mesh the same triangles as Qhull's, in another order; where
+    landmarks come near or past the frame's edge the two may differ there (cocircular border points split the
+    other way, or a triangle left out), never at the eyes."""
     points = np.asarray(points, np.float32)
     lo = np.floor(points.min(0)) - 1
     size = np.ceil(points.max(0) - lo) + 2

@@ -156,6 +156,8 @@ class LandmarkPredictor(nn.Module):
         A video streamed while it is made starts on the first piece (`first` windows: ``first * hop`` frames)
         instead of waiting for the whole recording's A2L (0.2 s for two minutes on a 2-core CPU).
         """
+        if first < 1 or batch < 1:
+            raise ValueError(f"first and batch must be at least one window, not {first} and {batch}")
         t = mfcc.shape[0]
         if t <= clip:
             yield self(mfcc[None], ref_landmarks[None])[0]
