@@ -156,8 +156,6 @@ class PasteBack:
         if getattr(self, "roi", None) == roi:
             return  # grown by less than a pixel
         self.roi = roi
-        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
-        self._roi_to_crop = to_crop @ shift  # ROI pixel -> crop pixel
         self._roi_shape = (x1 - x0, y1 - y0)
         # Each frame warps its face and its blending weight together, as one 4-channel image (RGB + alpha): one
         # resampling pass, and OpenCV's 4-channel path is faster than its 3-channel one alone. The transform is

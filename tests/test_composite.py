@@ -96,7 +96,8 @@ def test_outside_the_mask_every_pixel_is_the_photos(photo, case, region):
     # the mask covers the moved mouth (in the output) and, for the lower face, leaves the eyes alone
     mouth = aligned.landmarks[MOUTH].mean(0)
     eye = aligned.landmarks[36:42].mean(0)
-    to_out = cv2.invertAffineTransform(paste._roi_to_crop)
+    to_out = cv2.invertAffineTransform(paste._to_crop)  # crop pixel -> output pixel, then ROI pixel
+    to_out[:, 2] -= (paste.roi[1].start, paste.roi[0].start)
     for point, inside in ((mouth, True), (eye, region == "face")):
         x, y = np.round(to_out[:, :2] @ point + to_out[:, 2]).astype(int)
         assert (alpha[y, x] == 255) == inside, (case, region, point)
