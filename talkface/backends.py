@@ -47,7 +47,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "bf16", "int8")
-CHOICE_VERSION = 5  # part of the remembered choice's key: a new way of choosing times the candidates again
+CHOICE_VERSION = 6  # part of the remembered choice's key: a new way of choosing times the candidates again
 BATCHES = (4, 8)  # the batch sizes ``choose`` times the chosen backend at
 MIN_PSNR = 40.0  # dB: an exported generator that differs more than this from PyTorch's is not used
 INT8_VERSION = 1  # part of the kept int8 ranges' name: a new way of measuring them measures them again
@@ -113,14 +113,28 @@ class Int8Conv2d(nn.Module):
         self.geometry = [list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups]
         self.w_zero = torch.zeros(len(self.w_scale), dtype=torch.int64)
         self.bias = None if conv.bias is None else conv.bias.detach().float().cpu()
-        self.packed = torch.ops.onednn.qconv_prepack(qweight.contiguous(memory_format=torch.channels_last),
-                                                     self.w_scale, self.x_scale, self.x_zero, *self.geometry, None)
+        self.qweight = qweight.contiguous(memory_format=torch.channels_last)
+        self.packed: dict[tuple[int, ...], torch.Tensor] = {}  # oneDNN's packed weights, per input (C, H, W)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights packed by oneDNN for inputs shaped like `x` (any batch), once per shape.
+
+        Packed without the input's shape, oneDNN guessed a layout that one layer's kernel (384 → 192 channels at
+        16²) did not take: it re-packed its weights on every call, 3.7 of the generator's ~80 ms for 4 frames on
+        one core (docs/benchmarks.md). Two streams packing the same shape at once both get the same weights."""
+        key = tuple(x.shape[1:])
+        packed = self.packed.get(key)
+        if packed is None:
+            packed = self.packed[key] = torch.ops.onednn.qconv_prepack(
+                self.qweight, self.w_scale, self.x_scale, self.x_zero, *self.geometry, list(x.shape))
+        return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # quantize_per_tensor is the vectorized quantizer; its quint8 storage viewed as the uint8 oneDNN reads
         q = torch.quantize_per_tensor(x, self.x_scale, self.x_zero, torch.quint8).view(torch.uint8)
-        return torch.ops.onednn.qconv2d_pointwise(q, self.x_scale, self.x_zero, self.packed, self.w_scale, self.w_zero,
-                                                  self.bias, *self.geometry, 1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qconv2d_pointwise(q, self.x_scale, self.x_zero, self.pack(x), self.w_scale,
+                                                  self.w_zero, self.bias, *self.geometry, 1.0, 0, torch.float32,
+                                                  "none", [], "")
 
 
 def int8_layers(generator: nn.Module) -> list[str]:
@@ -201,7 +215,12 @@ def int8_generator(renderer: Any, checkpoint: Path,
         for name, (low, high) in ranges.items():
             parent, _, leaf = name.rpartition(".")
             setattr(int8.get_submodule(parent), leaf, Int8Conv2d(renderer.generator.get_submodule(name), low, high))
-        psnr = int8_psnr(renderer, int8, real) if fresh else MIN_PSNR
+        if fresh:
+            psnr = int8_psnr(renderer, int8, real)
+        else:  # checked when the ranges were measured; one frame packs each layer's weights (``Int8Conv2d.pack``)
+            with torch.inference_mode():
+                renderer.torch_frames(*example(renderer, batch=1), generator=int8)
+            psnr = MIN_PSNR
     except Exception as exc:  # any failure of the optional path leaves the one that always works
         log.warning("int8 path not used: %s", exc)
         return None
@@ -473,7 +492,10 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
 
     The batch: batches of 8 ran 10-15% faster end to end than 4 with int8 on the 2-core Intel Xeon, and 11%
     slower with float32 on the 2-core AMD EPYC (docs/benchmarks.md), so it is measured too: 16 frames drawn and
-    generated 4 and 8 at a time with the chosen backend (``_video``), twice in turn, 8 kept if 3% faster."""
+    generated 4 and 8 at a time with the chosen backend (``_video``), twice in turn, 8 kept unless 4 is 3%
+    faster. Ties go to 8: what the 16 frames leave out (pasting and encoding a batch while the next one is made)
+    favours fewer, bigger batches — on the Xeon ``_video`` saw 8 at 0-10% faster where the whole run was 10-15%,
+    and a near tie taken for 4 made the whole photo ~10% slower (docs/benchmarks.md)."""
     key = _record_key(renderer, checkpoint, names)
     known = _records()
     if key in known:
@@ -499,7 +521,7 @@ def choose(renderer: Any, checkpoint: Path, names: list[str], onnx: OnnxGenerato
         for _ in range(2):  # interleaved: a spike of the machine's speed does not favour one
             for b in BATCHES:
                 rates[b] = max(rates[b], 16 / _seconds(videos[b]))
-    batch = 8 if rates[8] >= 1.03 * rates[4] else 4
+    batch = 4 if rates[4] >= 1.03 * rates[8] else 8
     known[key] = {"backend": best, "fps": {k: round(v, 1) for k, v in fps.items()}, "batch": batch,
                   "batch_fps": {str(b): round(v, 1) for b, v in rates.items()}, **entry}
     _write_atomically(cache_dir() / "backends.json", json.dumps(known, indent=1))
