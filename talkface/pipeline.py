@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,22 +456,38 @@ class TalkingFacePipeline:
             # CUDA's current device is per thread too: the worker uses this thread's (where "cuda" put the models)
             cuda = torch.cuda.current_device() if renderer.device.type == "cuda" else None
 
+            names = list(tracks)
+            ahead: dict[tuple[int, str], Future[torch.Tensor]] = {}  # heatmaps being drawn, by (batch start, track)
+
+            def points(start: int, track: str) -> torch.Tensor:
+                """What L2F draws of batch `start` of `track`: its landmarks, with the eyes open if it blinks."""
+                drawn = tracks[track] if eyes_open is None else eyes_open[track]
+                return torch.from_numpy(drawn[start : min(start + batch_size, num_frames)])
+
             def render(start: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-                """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread."""
+                """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread;
+                the heatmaps of the next (track or batch) are drawn while these frames are made, when its landmarks
+                are known by then (``L2FRenderer.heatmaps_ahead``)."""
                 end = min(start + batch_size, num_frames)
                 frames, maps = {}, None
                 with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
                     landmarks.until(end)
-                    for track in tracks:
-                        drawn = tracks[track] if eyes_open is None else eyes_open[track]
-                        points = torch.from_numpy(drawn[start:end])
+                    for i, track in enumerate(names):
                         with _timed(seconds, "heatmaps"):
-                            heat = renderer.heatmaps(points)
+                            drawing = ahead.pop((start, track), None)
+                            heat = renderer.heatmaps(points(start, track)) if drawing is None else drawing.result()
+                        following = (start, names[i + 1]) if i + 1 < len(names) else (end, names[0])
+                        if following[0] < num_frames and landmarks.ready >= min(following[0] + batch_size,
+                                                                                num_frames):
+                            drawing = renderer.heatmaps_ahead(points(*following))
+                            if drawing is not None:
+                                ahead[following] = drawing
+                        drawn = points(start, track)
                         with _timed(seconds, "l2f"):
-                            frames[track] = _to_uint8(renderer.generate(identity, heat, points))
+                            frames[track] = _to_uint8(renderer.generate(identity, heat, drawn))
                         if eyes_open is not None:
                             with _timed(seconds, "blinks"):
-                                _add_blinks(frames[track], drawn[start:end], tracks[track][start:end])
+                                _add_blinks(frames[track], drawn.numpy(), tracks[track][start:end])
                         if track == name:
                             maps = heat
                 return frames, maps

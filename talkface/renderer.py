@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -53,6 +53,7 @@ class L2FRenderer:
         self.batch_size = 4  # frames the pipeline sends through at once: 8 where backends.choose measured it faster
         # PyTorch's path on a CPU: a batch split between STREAMS threads (None: not started; ``_streams``)
         self._pool: ThreadPoolExecutor | None = None
+        self._drawer: ThreadPoolExecutor | None = None  # one more thread, for the next batch's heatmaps
         self._pool_pid = 0  # the process that started it: a forked child starts its own
 
     def use_onnx(self, onnx) -> None:
@@ -163,9 +164,27 @@ class L2FRenderer:
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             return generator(photo, heatmaps, features=features, **kwargs).float()
 
+    def heatmaps_ahead(self, landmarks: torch.Tensor) -> Future[torch.Tensor] | None:
+        """``heatmaps(landmarks)`` started on a thread of its own, for a batch to come, while the streams make this
+        one; None where the generator runs without streams (ONNX Runtime, CUDA, one core): draw them in place then.
+
+        Drawn between batches, the heatmaps left both cores to one thread: ~20 ms of every 8 frames' ~130 on a
+        2-core CPU, with the streams waiting (docs/benchmarks.md). The drawing thread computes with one core, as a
+        stream does, so that three threads on two cores never leave one of OpenMP's teams waiting on the other."""
+        if self._onnx is not None or self.device.type != "cpu":
+            return None
+        if self._streams() is None:
+            return None
+        return self._drawer.submit(self._draw, landmarks)
+
+    def _draw(self, landmarks: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # a pool thread starts with gradients on
+            return self.heatmaps(landmarks)
+
     def _streams(self) -> ThreadPoolExecutor | None:
         """The streams PyTorch's path splits a batch between on a CPU with two cores or more, started on first use
-        (the CPU's threads shared between them: one core each on 2 cores).
+        (the CPU's threads shared between them: one core each on 2 cores), and beside them a thread of one core for
+        the next batch's heatmaps (``heatmaps_ahead``).
 
         Two threads with one core each make frames 10-20% faster on a 2-core CPU than one batch on two cores
         (docs/benchmarks.md: both with AVX-512 and held to AVX2, float32 and bfloat16): the generator's small
@@ -176,20 +195,22 @@ class L2FRenderer:
         with _STARTING:  # two requests' first frames at once start one pool
             if self._pool is None or self._pool_pid != os.getpid():
                 pool = ThreadPoolExecutor(STREAMS, thread_name_prefix="talkface-l2f")
-                ready = threading.Barrier(STREAMS)
-                counts = [total // STREAMS + (i < total % STREAMS) for i in range(STREAMS)]
+                drawer = ThreadPoolExecutor(1, thread_name_prefix="talkface-heatmaps")
+                ready = threading.Barrier(STREAMS + 1)
 
-                def start() -> None:  # each stream's own thread count (OpenMP's is per thread)
+                def start(count: int) -> None:  # each thread's own count (OpenMP's is per thread)
                     torch.get_num_threads()  # PyTorch sets a thread's count on its first use: have that done first
-                    torch.set_num_threads(counts.pop())
+                    torch.set_num_threads(count)
                     ready.wait()
 
-                for future in [pool.submit(start) for _ in range(STREAMS)]:
+                counts = [total // STREAMS + (i < total % STREAMS) for i in range(STREAMS)]
+                started = [pool.submit(start, count) for count in counts] + [drawer.submit(start, 1)]
+                for future in started:
                     future.result()
                 # set_num_threads also sets the count a thread starting later begins with: put it back (a thread
                 # first using torch in the few milliseconds before would begin with a stream's count)
                 torch.set_num_threads(total)
-                self._pool, self._pool_pid = pool, os.getpid()
+                self._pool, self._drawer, self._pool_pid = pool, drawer, os.getpid()
         return self._pool
 
     @torch.inference_mode()

@@ -338,6 +338,23 @@ def test_compare_gives_four_synced_tracks_and_a_grid(pipe, aligned, short_speech
     assert np.abs(grid[:, 64 + 24 :, :64].astype(int) - main[:, 24:]).mean() < 8
 
 
+def test_heatmaps_drawn_ahead_change_nothing(pipe, aligned, short_speech, tmp_path, monkeypatch):
+    """Each batch's heatmaps are drawn while the one before is made (the next track's, with four tracks): the
+    same frames as drawn in place, every track, and every batch but the first was drawn ahead."""
+    drawn = []
+    ahead = pipe.renderer.heatmaps_ahead
+    monkeypatch.setattr(pipe.renderer, "heatmaps_ahead", lambda points: drawn.append(len(points)) or ahead(points))
+    kwargs = dict(a2l="tr", compare=True, full_frame=False, batch_size=8, preview_frames=30)
+    a = pipe.run(aligned, short_speech, out=tmp_path / "a.mp4", **kwargs)
+    assert len(drawn) == 4 * -(-a.num_frames // 8) - 1  # every (batch, track) after the first
+    monkeypatch.setattr(pipe.renderer, "heatmaps_ahead", lambda points: None)
+    b = pipe.run(aligned, short_speech, out=tmp_path / "b.mp4", **kwargs)
+    for p, q in zip(a.preview, b.preview, strict=True):
+        np.testing.assert_array_equal(p.frame, q.frame)
+        np.testing.assert_array_equal(p.heatmaps, q.heatmaps)
+    np.testing.assert_array_equal(read_video(a.compare_video_path)[0], read_video(b.compare_video_path)[0])
+
+
 # word read-out
 
 

@@ -46,6 +46,9 @@ def test_the_torch_path_gives_the_generators_frames_on_streams(tiny_checkpoints)
         thread.join()
         assert torch.get_num_threads() == 2 and later == [2]
         assert renderer._pool.submit(torch.get_num_threads).result() == 1
+        # the next batch's heatmaps, drawn on a thread of one core beside the streams: the same maps
+        assert torch.equal(renderer.heatmaps_ahead(moved).result(), heatmaps)
+        assert renderer._drawer.submit(torch.get_num_threads).result() == 1
     finally:
         torch.set_num_threads(threads)
 
