@@ -56,7 +56,7 @@ from talkface.face import (
     normalise_landmarks,
 )
 from talkface.losses import WORD_FRAMES
-from talkface.renderer import L2FRenderer
+from talkface.renderer import L2FRenderer, to_pixels
 from talkface.tempdir import new_dir
 from talkface.video import AAC_CODER, OPENH264_MAX_MACROBLOCKS, VideoWriter, h264_encoders
 
@@ -412,7 +412,7 @@ class TalkingFacePipeline:
         renderer = self.renderer
         photo = _photo_tensor(aligned)
         points = torch.from_numpy(aligned.landmarks)[None].float()
-        frame = _to_uint8(renderer(photo, points[0], points))[0]
+        frame = to_pixels(renderer(photo, points[0], points))[0]
         return frame
 
     @torch.inference_mode()
@@ -464,12 +464,13 @@ class TalkingFacePipeline:
                 drawn = tracks[track] if eyes_open is None else eyes_open[track]
                 return torch.from_numpy(drawn[start : min(start + batch_size, num_frames)])
 
-            def render(start: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-                """Batch `start`'s frames of every track (and the heatmaps of the one shown), on a worker thread;
-                the heatmaps of the next (track or batch) are drawn while these frames are made, when its landmarks
-                are known by then (``L2FRenderer.heatmaps_ahead``)."""
+            def render(start: int) -> tuple[dict[str, Callable[[], np.ndarray]], torch.Tensor]:
+                """Batch `start` of every track started through L2F (``L2FRenderer.submit``: its frames when called)
+                and the heatmaps of the one shown, on a worker thread; the heatmaps of the next (track or batch)
+                are drawn while these frames are made, when its landmarks are known by then
+                (``L2FRenderer.heatmaps_ahead``)."""
                 end = min(start + batch_size, num_frames)
-                frames, maps = {}, None
+                pending, maps = {}, None
                 with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
                     landmarks.until(end)
                     for i, track in enumerate(names):
@@ -482,23 +483,33 @@ class TalkingFacePipeline:
                             drawing = renderer.heatmaps_ahead(points(*following))
                             if drawing is not None:
                                 ahead[following] = drawing
-                        drawn = points(start, track)
                         with _timed(seconds, "l2f"):
-                            frames[track] = _to_uint8(renderer.generate(identity, heat, drawn))
-                        if eyes_open is not None:
-                            with _timed(seconds, "blinks"):
-                                _add_blinks(frames[track], drawn.numpy(), tracks[track][start:end])
+                            pending[track] = renderer.submit(identity, heat, points(start, track), pixels=True)
                         if track == name:
                             maps = heat
-                return frames, maps
+                    # the next batch's landmarks (A2L's next piece, every 64 windows) while these frames are made
+                    following = min(end + batch_size, num_frames)
+                    if end < num_frames and landmarks.ready < following:
+                        landmarks.until(following)
+                        drawing = renderer.heatmaps_ahead(points(end, names[0]))
+                        if drawing is not None:
+                            ahead[(end, names[0])] = drawing
+                return pending, maps
 
             def run_ahead(start: int) -> bool:
                 """Not in the first seconds of a video that is streamed while it is made: its first pieces are
                 encoded, handed over and played first (the app's first moving frame), then L2F runs ahead."""
                 return chunks is None or start >= AHEAD_AFTER * FPS
 
-            for start, (frames, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack, run_ahead):
+            for start, (pending, maps) in _one_ahead(render, range(0, num_frames, batch_size), stack, run_ahead):
                 end = min(start + batch_size, num_frames)
+                frames = {}
+                for track, made in pending.items():
+                    with _timed(seconds, "l2f"):
+                        frames[track] = made()
+                    if eyes_open is not None:
+                        with _timed(seconds, "blinks"):
+                            _add_blinks(frames[track], eyes_open[track][start:end], tracks[track][start:end])
                 report(0.2 + 0.78 * start / num_frames, f"Generating frames {start + 1}-{end} of {num_frames}")
                 if paste is not None:
                     with _timed(seconds, "paste"):
@@ -743,11 +754,5 @@ def _add_blinks(frames: np.ndarray, eyes_open: np.ndarray, landmarks: np.ndarray
         if np.abs(landmarks[i, 36:48] - eyes_open[i, 36:48]).max() > 0.25:  # a blink under way
             frames[i] = blink_frame(frames[i], (eyes_open[i] + 0.5) * k - 0.5, (landmarks[i] + 0.5) * k - 0.5)
 
-
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU, contiguous: a strided view (what permuting
-    at the end gave) costs every reader of a frame a gather, ~0.5 ms a frame for OpenCV and the encoders."""
-    frames = frames.permute(0, 2, 3, 1).add(1).mul_(127.5).clamp_(0, 255).round_()
-    return frames.to(torch.uint8, memory_format=torch.contiguous_format).cpu().numpy()
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,10 +123,22 @@ class L2FRenderer:
     def generate(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """(N, C, h, h) target heatmaps of (N, 68, 2) crop-pixel ``landmarks`` -> (N, 3, S, S) frames in [-1, 1]."""
+        return self.submit(prepared, heatmaps, landmarks)()
+
+    def submit(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
+               *, pixels: bool = False) -> Callable[[], torch.Tensor | np.ndarray]:
+        """``generate`` started: its frames when the returned function is called; with `pixels`, as (N, S, S, 3)
+        uint8 RGB (``to_pixels``, made on the streams). On PyTorch's path on a CPU the batch is queued on the
+        streams and this returns at once, so that the caller prepares the next batch (and writes the last) while
+        this one is made: batches submitted in turn run back to back, where waiting for each left the streams idle
+        ~12 ms between batches of 8 (~10% of a video's time on 2 cores; docs/benchmarks.md). The other paths make
+        the frames first."""
         if self._onnx is not None:
             args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
-            return self._onnx(*args, **kwargs)
-        return self.torch_frames(prepared, heatmaps, landmarks, bf16=self.backend == "bf16", generator=self._int8)
+            frames = self._onnx(*args, **kwargs)
+            done = to_pixels(frames) if pixels else frames
+            return lambda: done
+        return self._submit(prepared, heatmaps, landmarks, self.backend == "bf16", self._int8, pixels)
 
     def torch_frames(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
                      *, bf16: bool = False, generator: nn.Module | None = None) -> torch.Tensor:
@@ -133,10 +147,14 @@ class L2FRenderer:
         The backends are timed and checked through here, as the pipeline runs them. The caller's own autocast,
         if any, does not apply: ``bf16`` says what runs in bfloat16. ``generator``: another module with this
         generator's stem, run in its place (the int8 one: ``backends.int8_generator``)."""
+        return self._submit(prepared, heatmaps, landmarks, bf16, generator, False)()
+
+    def _submit(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None, bf16: bool,
+                generator: nn.Module | None, pixels: bool) -> Callable[[], torch.Tensor | np.ndarray]:
         photo, maps, points, cache = prepared
         if points is not None and landmarks is None:
             raise ValueError("this generator warps by the landmarks: pass them to generate()")
-        pixels = None if points is None else self.pixels(landmarks)
+        where = None if points is None else self.pixels(landmarks)
         heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
         features = cache.get("float32")
         if features is None or torch.is_grad_enabled():
@@ -148,21 +166,27 @@ class L2FRenderer:
         generator = self.generator if generator is None else generator
         pool = self._streams() if len(heatmaps) > 1 and not torch.is_grad_enabled() else None
         if pool is None:
-            return self._frames(generator, photo, heatmaps, pixels, points, features, bf16)
+            done = self._frames(generator, photo, heatmaps, where, points, features, bf16, as_pixels=pixels)
+            return lambda: done
         halves = zip(heatmaps.tensor_split(STREAMS),
-                     pixels.tensor_split(STREAMS) if pixels is not None else [None] * STREAMS)
-        done = [pool.submit(self._frames, generator, photo, part, part_pixels, points, features, bf16, stream=True)
-                for part, part_pixels in halves]
-        return torch.cat([future.result() for future in done])
+                     where.tensor_split(STREAMS) if where is not None else [None] * STREAMS)
+        parts = [pool.submit(self._frames, generator, photo, part, part_where, points, features, bf16, stream=True,
+                             as_pixels=pixels) for part, part_where in halves]
+
+        def frames() -> torch.Tensor | np.ndarray:
+            made = [part.result() for part in parts]
+            return np.concatenate(made) if pixels else torch.cat(made)
+        return frames
 
     def _frames(self, generator: nn.Module, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
-                identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False
-                ) -> torch.Tensor:
+                identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False,
+                as_pixels: bool = False) -> torch.Tensor | np.ndarray:
         kwargs = {} if pixels is None else {"landmarks": pixels, "identity_landmarks": identity_points}
         # a stream's thread starts with gradients on (grad mode is per thread); it is used only without them
         with torch.inference_mode() if stream else contextlib.nullcontext(), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return generator(photo, heatmaps, features=features, **kwargs).float()
+            frames = generator(photo, heatmaps, features=features, **kwargs).float()
+            return to_pixels(frames) if as_pixels else frames
 
     def heatmaps_ahead(self, landmarks: torch.Tensor) -> Future[torch.Tensor] | None:
         """``heatmaps(landmarks)`` started on a thread of its own, for a batch to come, while the streams make this
@@ -224,3 +248,8 @@ class L2FRenderer:
         return frames
 
 
+def to_pixels(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8 RGB on the CPU, contiguous: a strided view (what permuting
+    at the end gave) costs every reader of a frame a gather, ~0.5 ms a frame for OpenCV and the encoders."""
+    frames = frames.permute(0, 2, 3, 1).add(1).mul_(127.5).clamp_(0, 255).round_()
+    return frames.to(torch.uint8, memory_format=torch.contiguous_format).cpu().numpy()

@@ -245,8 +245,8 @@ def test_auto_measures_the_batch_and_the_pipeline_uses_it(tiny_checkpoints, tmp_
     again = TalkingFacePipeline.from_pretrained("baseline", checkpoint_dir=tiny_checkpoints, backend="auto")
     assert again.renderer.batch_size == expected  # remembered
     sizes = []
-    generate = again.renderer.generate
-    monkeypatch.setattr(again.renderer, "generate", lambda *a, **k: sizes.append(len(a[1])) or generate(*a, **k))
+    submit = again.renderer.submit
+    monkeypatch.setattr(again.renderer, "submit", lambda *a, **k: sizes.append(len(a[1])) or submit(*a, **k))
     result = again.run(PHOTO, SPEECH, out=tmp_path / "a.mp4", full_frame=False, still=True)
     frames = round(result.duration * 25)
     assert sizes[0] == expected and sum(sizes) >= frames - 1

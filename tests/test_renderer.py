@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from talkface.face import align_photo
-from talkface.renderer import STREAMS, L2FRenderer
+from talkface.renderer import STREAMS, L2FRenderer, to_pixels
 
 REPO = Path(__file__).parent.parent
 PHOTO = REPO / "assets" / "examples" / "face.jpg"
@@ -46,6 +46,10 @@ def test_the_torch_path_gives_the_generators_frames_on_streams(tiny_checkpoints)
         thread.join()
         assert torch.get_num_threads() == 2 and later == [2]
         assert renderer._pool.submit(torch.get_num_threads).result() == 1
+        # started and collected later (two batches queued on the streams at once), as pixels made on the streams
+        with torch.inference_mode():
+            first, second = [renderer.submit(prepared, heatmaps, moved, pixels=True) for _ in range(2)]
+        assert (second() == to_pixels(got)).all() and (first() == to_pixels(got)).all()
         # the next batch's heatmaps, drawn on a thread of one core beside the streams: the same maps
         assert torch.equal(renderer.heatmaps_ahead(moved).result(), heatmaps)
         assert renderer._drawer.submit(torch.get_num_threads).result() == 1
