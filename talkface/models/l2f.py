@@ -75,8 +75,9 @@ def _add(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     adds and SiLUs make the generator ~6% faster on a 2-core CPU (docs/benchmarks.md), the same numbers. Not in
     place where the sum's type differs (a bfloat16 conv plus float32 features, under autocast)."""
     if (torch.is_grad_enabled() or fresh.dtype != torch.result_type(fresh, other)  # under bfloat16 autocast
-            or fresh.shape != torch.broadcast_shapes(fresh.shape, other.shape)):
-        return fresh + other
+            or other.dim() > fresh.dim()
+            or any(o not in (1, f) for o, f in zip(reversed(other.shape), reversed(fresh.shape), strict=False))):
+        return fresh + other  # (not torch.broadcast_shapes: its first call imports sympy, half a second)
     return fresh.add_(other)
 
 
