@@ -289,8 +289,8 @@ def test_long_audio_is_generated_in_bounded_batches(pipe, aligned, tmp_path, mon
     wave, rate = sf.read(SPEECH, dtype="float32")
     long = np.tile(wave, 3)  # 16.5 s
     batches = []
-    real = pipe.renderer.generate
-    monkeypatch.setattr(pipe.renderer, "generate", lambda *a: batches.append(len(a[1])) or real(*a))
+    real = pipe.renderer.submit
+    monkeypatch.setattr(pipe.renderer, "submit", lambda *a, **k: batches.append(len(a[1])) or real(*a, **k))
     monkeypatch.setattr(pipe.renderer, "image_size", 32)  # the generator is fully convolutional: keep it quick
     result = pipe.run(aligned, (rate, long), out=tmp_path / "long.mp4", preview_frames=20,
                       full_frame=False)  # the whole photo would add one rest frame (composite's colour cast)
