@@ -114,15 +114,17 @@ class Int8Conv2d(nn.Module):
         self.w_zero = torch.zeros(len(self.w_scale), dtype=torch.int64)
         self.bias = None if conv.bias is None else conv.bias.detach().float().cpu()
         self.qweight = qweight.contiguous(memory_format=torch.channels_last)
-        self.packed: dict[tuple[int, ...], torch.Tensor] = {}  # oneDNN's packed weights, per input (C, H, W)
+        self.packed: dict[tuple[int, ...], torch.Tensor] = {}  # oneDNN's packed weights, per input shape
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """The weights packed by oneDNN for inputs shaped like `x` (any batch), once per shape.
+        """The weights packed by oneDNN for inputs shaped like `x`, once per shape (a video's batches have one or
+        two shapes: its batch, and its last, shorter one).
 
         Packed without the input's shape, oneDNN guessed a layout that one layer's kernel (384 → 192 channels at
         16²) did not take: it re-packed its weights on every call, 3.7 of the generator's ~80 ms for 4 frames on
-        one core (docs/benchmarks.md). Two streams packing the same shape at once both get the same weights."""
-        key = tuple(x.shape[1:])
+        one core (docs/benchmarks.md). The layout can differ by batch too (one frame against several): hence the
+        whole shape. Two streams packing the same shape at once both get the same weights."""
+        key = tuple(x.shape)
         packed = self.packed.get(key)
         if packed is None:
             packed = self.packed[key] = torch.ops.onednn.qconv_prepack(
@@ -215,12 +217,7 @@ def int8_generator(renderer: Any, checkpoint: Path,
         for name, (low, high) in ranges.items():
             parent, _, leaf = name.rpartition(".")
             setattr(int8.get_submodule(parent), leaf, Int8Conv2d(renderer.generator.get_submodule(name), low, high))
-        if fresh:
-            psnr = int8_psnr(renderer, int8, real)
-        else:  # checked when the ranges were measured; one frame packs each layer's weights (``Int8Conv2d.pack``)
-            with torch.inference_mode():
-                renderer.torch_frames(*example(renderer, batch=1), generator=int8)
-            psnr = MIN_PSNR
+        psnr = int8_psnr(renderer, int8, real) if fresh else MIN_PSNR  # checked when the ranges were measured
     except Exception as exc:  # any failure of the optional path leaves the one that always works
         log.warning("int8 path not used: %s", exc)
         return None

@@ -483,8 +483,8 @@ class TalkingFacePipeline:
                             drawing = renderer.heatmaps_ahead(points(*following))
                             if drawing is not None:
                                 ahead[following] = drawing
-                        with _timed(seconds, "l2f"):
-                            pending[track] = renderer.submit(identity, heat, points(start, track), pixels=True)
+                        # started, not timed here: "l2f" is the time the main thread waits for its frames
+                        pending[track] = renderer.submit(identity, heat, points(start, track), pixels=True)
                         if track == name:
                             maps = heat
                     # the next batch's landmarks (A2L's next piece, every 64 windows) while these frames are made

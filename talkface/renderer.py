@@ -128,11 +128,11 @@ class L2FRenderer:
     def submit(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
                *, pixels: bool = False) -> Callable[[], torch.Tensor | np.ndarray]:
         """``generate`` started: its frames when the returned function is called; with `pixels`, as (N, S, S, 3)
-        uint8 RGB (``to_pixels``, made on the streams). On PyTorch's path on a CPU the batch is queued on the
-        streams and this returns at once, so that the caller prepares the next batch (and writes the last) while
-        this one is made: batches submitted in turn run back to back, where waiting for each left the streams idle
-        ~12 ms between batches of 8 (~10% of a video's time on 2 cores; docs/benchmarks.md). The other paths make
-        the frames first."""
+        uint8 RGB (``to_pixels``, made on the streams). On PyTorch's path on a CPU with streams, a batch of two
+        frames or more without gradients is queued on them and this returns at once, so that the caller prepares
+        the next batch (and writes the last) while this one is made: batches submitted in turn run back to back,
+        where waiting for each left the streams idle ~12 ms between batches of 8 (~10% of a video's time on 2 cores;
+        docs/benchmarks.md). Otherwise (one frame, ONNX Runtime, CUDA, one core) the frames are made first."""
         if self._onnx is not None:
             args, kwargs = self.generator_inputs(prepared, heatmaps, landmarks)
             frames = self._onnx(*args, **kwargs)
@@ -143,8 +143,9 @@ class L2FRenderer:
     def torch_frames(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None = None,
                      *, bf16: bool = False, generator: nn.Module | None = None) -> torch.Tensor:
         """``generate`` on PyTorch's path (``bf16``: under bfloat16 autocast, frames still float32): the photo's
-        share of the generator's work computed once per prepared identity, then every batch of frames from it.
-        The backends are timed and checked through here, as the pipeline runs them. The caller's own autocast,
+        share of the generator's work computed once per prepared identity, then every batch of frames from it, on
+        the streams as the pipeline's are (one batch at a time here). The backends are timed and checked through
+        here. The caller's own autocast,
         if any, does not apply: ``bf16`` says what runs in bfloat16. ``generator``: another module with this
         generator's stem, run in its place (the int8 one: ``backends.int8_generator``)."""
         return self._submit(prepared, heatmaps, landmarks, bf16, generator, False)()

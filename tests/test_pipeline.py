@@ -341,12 +341,21 @@ def test_compare_gives_four_synced_tracks_and_a_grid(pipe, aligned, short_speech
 def test_heatmaps_drawn_ahead_change_nothing(pipe, aligned, short_speech, tmp_path, monkeypatch):
     """Each batch's heatmaps are drawn while the one before is made (the next track's, with four tracks): the
     same frames as drawn in place, every track, and every batch but the first was drawn ahead."""
-    drawn = []
-    ahead = pipe.renderer.heatmaps_ahead
+    drawn, threads = [], []
+    ahead, heatmaps = pipe.renderer.heatmaps_ahead, pipe.renderer.heatmaps
     monkeypatch.setattr(pipe.renderer, "heatmaps_ahead", lambda points: drawn.append(len(points)) or ahead(points))
+
+    def drawing(points):
+        if len(points) > 1:  # the frames' (not the photo's own, drawn once: one set of landmarks)
+            threads.append(threading.current_thread().name)
+        return heatmaps(points)
+    monkeypatch.setattr(pipe.renderer, "heatmaps", drawing)
     kwargs = dict(a2l="tr", compare=True, full_frame=False, batch_size=8, preview_frames=30)
     a = pipe.run(aligned, short_speech, out=tmp_path / "a.mp4", **kwargs)
     assert len(drawn) == 4 * -(-a.num_frames // 8) - 1  # every (batch, track) after the first
+    if pipe.renderer._streams() is not None:  # two cores or more: all those drawn on the drawing thread, and used
+        assert len(threads) == len(drawn) + 1 and threads[0] != threads[1]
+        assert set(threads[1:]) == {pipe.renderer._drawer.submit(lambda: threading.current_thread().name).result()}
     monkeypatch.setattr(pipe.renderer, "heatmaps_ahead", lambda points: None)
     b = pipe.run(aligned, short_speech, out=tmp_path / "b.mp4", **kwargs)
     for p, q in zip(a.preview, b.preview, strict=True):
