@@ -474,9 +474,10 @@ class TalkingFacePipeline:
                 with torch.inference_mode(), torch.cuda.device(cuda) if cuda is not None else nullcontext():
                     landmarks.until(end)
                     for i, track in enumerate(names):
+                        these = points(start, track)
                         with _timed(seconds, "heatmaps"):
                             drawing = ahead.pop((start, track), None)
-                            heat = renderer.heatmaps(points(start, track)) if drawing is None else drawing.result()
+                            heat = renderer.heatmaps(these) if drawing is None else drawing.result()
                         following = (start, names[i + 1]) if i + 1 < len(names) else (end, names[0])
                         if following[0] < num_frames and landmarks.ready >= min(following[0] + batch_size,
                                                                                 num_frames):
@@ -484,13 +485,13 @@ class TalkingFacePipeline:
                             if drawing is not None:
                                 ahead[following] = drawing
                         # started, not timed here: "l2f" is the time the main thread waits for its frames
-                        pending[track] = renderer.submit(identity, heat, points(start, track), pixels=True)
+                        pending[track] = renderer.submit(identity, heat, these, pixels=True)
                         if track == name:
                             maps = heat
                     # the next batch's landmarks (A2L's next piece, every 64 windows) while these frames are made
-                    following = min(end + batch_size, num_frames)
-                    if end < num_frames and landmarks.ready < following:
-                        landmarks.until(following)
+                    next_end = min(end + batch_size, num_frames)
+                    if end < num_frames and landmarks.ready < next_end:
+                        landmarks.until(next_end)
                         drawing = renderer.heatmaps_ahead(points(end, names[0]))
                         if drawing is not None:
                             ahead[(end, names[0])] = drawing

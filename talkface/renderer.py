@@ -145,9 +145,9 @@ class L2FRenderer:
         """``generate`` on PyTorch's path (``bf16``: under bfloat16 autocast, frames still float32): the photo's
         share of the generator's work computed once per prepared identity, then every batch of frames from it, on
         the streams as the pipeline's are (one batch at a time here). The backends are timed and checked through
-        here. The caller's own autocast,
-        if any, does not apply: ``bf16`` says what runs in bfloat16. ``generator``: another module with this
-        generator's stem, run in its place (the int8 one: ``backends.int8_generator``)."""
+        here. The caller's own autocast, if any, does not apply: ``bf16`` says what runs in bfloat16.
+        ``generator``: another module with this generator's stem, run in its place (the int8 one:
+        ``backends.int8_generator``)."""
         return self._submit(prepared, heatmaps, landmarks, bf16, generator, False)()
 
     def _submit(self, prepared: PreparedIdentity, heatmaps: torch.Tensor, landmarks: torch.Tensor | None, bf16: bool,
@@ -179,10 +179,12 @@ class L2FRenderer:
             return np.concatenate(made) if pixels else torch.cat(made)
         return frames
 
-    def _frames(self, generator: nn.Module, photo: torch.Tensor, heatmaps: torch.Tensor, pixels: torch.Tensor | None,
+    def _frames(self, generator: nn.Module, photo: torch.Tensor, heatmaps: torch.Tensor, where: torch.Tensor | None,
                 identity_points: torch.Tensor | None, features: IdentityFeatures, bf16: bool, stream: bool = False,
                 as_pixels: bool = False) -> torch.Tensor | np.ndarray:
-        kwargs = {} if pixels is None else {"landmarks": pixels, "identity_landmarks": identity_points}
+        """One batch of frames (`where`: its landmarks in the generator's pixels, for a landmark-flow generator);
+        `as_pixels`: as uint8 RGB (``to_pixels``), converted on the thread that made them."""
+        kwargs = {} if where is None else {"landmarks": where, "identity_landmarks": identity_points}
         # a stream's thread starts with gradients on (grad mode is per thread); it is used only without them
         with torch.inference_mode() if stream else contextlib.nullcontext(), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
